@@ -1,0 +1,205 @@
+//! `POST /upload` (multipart, one shot) and `GET /download` (streamed, with `Range`).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cubby_proto::api::UploadResponse;
+use cubby_proto::{ErrorCode, RemotePath};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::ApiQuery;
+use super::range::{self, RangeRequest};
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::ingest::{IngestError, ingest};
+use crate::meta::{CommitRequest, EntryId, Location, NewContent};
+
+/// Chunks fetched ahead of the one being sent.
+const DOWNLOAD_READ_AHEAD: usize = 2;
+
+fn multipart_error(error: MultipartError) -> ApiError {
+    let status = error.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            ErrorCode::PayloadTooLarge,
+            "the upload is larger than allowed",
+        )
+    } else {
+        ApiError::bad_request(format!("malformed multipart body: {}", error.body_text()))
+    }
+}
+
+async fn text_field(field: Field<'_>) -> Result<String, ApiError> {
+    field.text().await.map_err(multipart_error)
+}
+
+/// `POST /upload`: multipart with `path`, `file` and optionally `base_version`.
+///
+/// Sending `path` before `file` lets a bad path be refused before any byte is stored.
+pub async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    mut multipart: Multipart,
+) -> Result<Json<UploadResponse>, ApiError> {
+    let mut path: Option<RemotePath> = None;
+    let mut base_version: Option<u64> = None;
+    let mut content: Option<NewContent> = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "path" => {
+                let parsed: RemotePath = text_field(field).await?.parse()?;
+                if parsed.is_root() {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        ErrorCode::IsADirectory,
+                        "'/' is a directory",
+                    ));
+                }
+                path = Some(parsed);
+            }
+            "base_version" => {
+                let text = text_field(field).await?;
+                base_version = Some(text.trim().parse().map_err(|_| {
+                    ApiError::bad_request("base_version must be a non-negative integer")
+                })?);
+            }
+            "file" if content.is_some() => {
+                return Err(ApiError::bad_request("more than one 'file' part"));
+            }
+            "file" => {
+                let stored = ingest(state.blobs.as_ref(), field)
+                    .await
+                    .map_err(|e| match e {
+                        IngestError::Source(e) => multipart_error(e),
+                        IngestError::Blob(e) => ApiError::from(e),
+                        IngestError::Chunking(e) => ApiError::internal(e),
+                    })?;
+                content = Some(stored);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected part '{other}': expected 'path', 'file', 'base_version'"
+                )));
+            }
+        }
+    }
+    let path = path.ok_or_else(|| ApiError::bad_request("missing part 'path'"))?;
+    let content = content.ok_or_else(|| ApiError::bad_request("missing part 'file'"))?;
+    let (size, hash) = (content.size, content.hash);
+    let entry = state
+        .meta
+        .commit(
+            user.id,
+            CommitRequest {
+                location: Location::Path(path.clone()),
+                base_version,
+                create_parents: true,
+                content,
+            },
+        )
+        .await?;
+    tracing::info!(user = user.id.0, %path, file_id = entry.id, version = entry.version, size, "upload");
+    Ok(Json(UploadResponse {
+        file_id: entry.id,
+        version: entry.version,
+        size,
+        hash,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DownloadQuery {
+    file_id: u64,
+    version: Option<u64>,
+}
+
+/// `GET /download?file_id=..[&version=..]`: the bytes, streamed chunk by chunk.
+pub async fn download(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(query): ApiQuery<DownloadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let content = state
+        .meta
+        .version_content(user.id, EntryId(query.file_id), query.version)
+        .await?;
+    let total = content.version.size;
+    let etag = format!("\"{}\"", content.version.hash);
+    let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    }
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, first, end) = match range::parse(range_header, total) {
+        RangeRequest::Full => (StatusCode::OK, 0, total),
+        RangeRequest::Partial { first, last } => (StatusCode::PARTIAL_CONTENT, first, last + 1),
+        RangeRequest::Unsatisfiable => {
+            let mut response = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorCode::RangeNotSatisfiable,
+                format!("the content is {total} bytes"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
+
+    // The slices of chunks that cover [first, end).
+    let mut parts = Vec::new();
+    let mut offset = 0u64;
+    for chunk in &content.chunks {
+        let (chunk_start, chunk_end) = (offset, offset + u64::from(chunk.size));
+        offset = chunk_end;
+        if chunk_end <= first || chunk_start >= end {
+            continue;
+        }
+        let from = first.saturating_sub(chunk_start) as usize;
+        let to = (end.min(chunk_end) - chunk_start) as usize;
+        parts.push((chunk.hash, from, to));
+    }
+    let blobs = state.blobs.clone();
+    let file_id = query.file_id;
+    let body = futures_util::stream::iter(parts)
+        .map(move |(hash, from, to)| {
+            let blobs = blobs.clone();
+            async move {
+                let data = blobs.get(hash).await.inspect_err(|error| {
+                    tracing::error!(%error, file_id, "download failed part way");
+                })?;
+                Ok::<_, crate::blob::BlobError>(data.slice(from..to))
+            }
+        })
+        .buffered(DOWNLOAD_READ_AHEAD);
+
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - first));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::ETAG, etag_value);
+    headers.insert("x-cubby-version", HeaderValue::from(content.version.number));
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(value) = HeaderValue::from_str(&format!("bytes {first}-{}/{total}", end - 1))
+    {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
+    Ok(response)
+}

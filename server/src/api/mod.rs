@@ -1,0 +1,89 @@
+//! The HTTP API: one module per resource, and the extractors they share.
+//!
+//! Invariant: handlers are thin. They parse the request, call the [`MetaStore`] and
+//! [`BlobStore`], and shape the answer; every error leaves through [`ApiError`].
+//!
+//! [`MetaStore`]: crate::meta::MetaStore
+//! [`BlobStore`]: crate::blob::BlobStore
+
+pub mod auth;
+mod files;
+pub mod range;
+mod tree;
+
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use cubby_proto::ErrorCode;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let max_upload = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
+    let json_limit = state.config.max_json_bytes;
+    Router::new()
+        .route("/healthz", get(auth::healthz))
+        .route("/readyz", get(auth::readyz))
+        .route("/auth/login", post(auth::login))
+        .route(
+            "/upload",
+            post(files::upload).layer(DefaultBodyLimit::max(max_upload)),
+        )
+        .route("/download", get(files::download))
+        .route("/stat", get(tree::stat))
+        .route("/list", get(tree::list))
+        .route("/file/{id}", get(tree::entry).delete(tree::remove))
+        .route("/mkdir", post(tree::mkdir))
+        .route("/symlink", post(tree::symlink))
+        .route("/move", post(tree::rename))
+        .route("/delete", post(tree::remove_by_path))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(json_limit))
+        .with_state(state)
+}
+
+/// `Json`, answering malformed bodies with the JSON error body.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `Query`, answering malformed query strings with the JSON error body.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// `Path`, answering malformed path parameters with the JSON error body.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(status, ErrorCode::PayloadTooLarge, rejection.body_text());
+        }
+        let status = if status.is_client_error() {
+            status
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, ErrorCode::BadRequest, rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request(rejection.body_text())
+    }
+}

@@ -1,0 +1,170 @@
+//! The namespace: stat, list, mkdir, symlink, move and delete, by path or by id.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use cubby_proto::RemotePath;
+use cubby_proto::api::{
+    DeleteResponse, Entry, ListResponse, MkdirRequest, MoveRequest, SymlinkRequest,
+};
+use serde::Deserialize;
+
+use super::{ApiJson, ApiPath, ApiQuery};
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::meta::{EntryId, Location};
+
+fn parse_path(text: &str) -> Result<RemotePath, ApiError> {
+    Ok(text.parse::<RemotePath>()?)
+}
+
+/// An entry named by `?path=` or `?id=` (exactly one).
+#[derive(Debug, Deserialize)]
+pub struct Target {
+    path: Option<String>,
+    id: Option<u64>,
+}
+
+async fn find(state: &AppState, user: AuthUser, target: Target) -> Result<Entry, ApiError> {
+    match (target.path, target.id) {
+        (Some(path), None) => Ok(state
+            .meta
+            .resolve(user.id, &Location::Path(parse_path(&path)?))
+            .await?),
+        (None, Some(id)) => Ok(state.meta.entry(user.id, EntryId(id)).await?),
+        _ => Err(ApiError::bad_request("give exactly one of 'path' and 'id'")),
+    }
+}
+
+/// `GET /stat?path=..` or `?id=..`: one entry.
+pub async fn stat(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(target): ApiQuery<Target>,
+) -> Result<Json<Entry>, ApiError> {
+    Ok(Json(find(&state, user, target).await?))
+}
+
+/// `GET /file/{id}`: one entry.
+pub async fn entry(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<Entry>, ApiError> {
+    Ok(Json(state.meta.entry(user.id, EntryId(id)).await?))
+}
+
+/// `GET /list?path=..` or `?id=..`: a directory and its children.
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(target): ApiQuery<Target>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let entry = find(&state, user, target).await?;
+    let children = state.meta.children(user.id, EntryId(entry.id)).await?;
+    Ok(Json(ListResponse { entry, children }))
+}
+
+/// `POST /mkdir`.
+pub async fn mkdir(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<MkdirRequest>,
+) -> Result<(StatusCode, Json<Entry>), ApiError> {
+    let path = parse_path(&request.path)?;
+    let mode = request.mode.unwrap_or(0o755) & 0o7777;
+    let entry = state
+        .meta
+        .mkdir(user.id, &Location::Path(path), request.parents, mode)
+        .await?;
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
+/// `POST /symlink`.
+pub async fn symlink(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<SymlinkRequest>,
+) -> Result<(StatusCode, Json<Entry>), ApiError> {
+    let path = parse_path(&request.path)?;
+    if request.target.is_empty() || request.target.contains('\0') || request.target.len() > 4095 {
+        return Err(ApiError::bad_request(
+            "a link target is 1 to 4095 bytes without NUL",
+        ));
+    }
+    let entry = state
+        .meta
+        .symlink(user.id, &Location::Path(path), &request.target)
+        .await?;
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
+/// `POST /move`: rename or move an entry, keeping its id.
+pub async fn rename(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<MoveRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    let target = Target {
+        path: request.from,
+        id: request.id,
+    };
+    let entry = find(&state, user, target).await?;
+    let to = parse_path(&request.to)?;
+    if to.is_root() {
+        return Err(ApiError::from(crate::meta::MetaError::InvalidMove));
+    }
+    let moved = state
+        .meta
+        .rename(
+            user.id,
+            EntryId(entry.id),
+            &Location::Path(to),
+            request.replace,
+        )
+        .await?;
+    Ok(Json(moved))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RemoveQuery {
+    #[serde(default)]
+    recursive: bool,
+}
+
+/// `DELETE /file/{id}[?recursive=true]`.
+pub async fn remove(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<u64>,
+    ApiQuery(query): ApiQuery<RemoveQuery>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let deleted = state
+        .meta
+        .delete(user.id, EntryId(id), query.recursive)
+        .await?;
+    Ok(Json(DeleteResponse { deleted }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RemoveByPath {
+    path: String,
+    #[serde(default)]
+    recursive: bool,
+}
+
+/// `POST /delete {"path", "recursive"}`.
+pub async fn remove_by_path(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<RemoveByPath>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let path = parse_path(&request.path)?;
+    let entry = state.meta.resolve(user.id, &Location::Path(path)).await?;
+    let deleted = state
+        .meta
+        .delete(user.id, EntryId(entry.id), request.recursive)
+        .await?;
+    Ok(Json(DeleteResponse { deleted }))
+}

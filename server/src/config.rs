@@ -1,0 +1,61 @@
+//! The server's configuration: one struct, every field with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `cubby-server serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Root of the server's state: `meta.sqlite3`, `jwt.secret`, and `blobs/` unless
+    /// `blob_dir` says otherwise. Default: `$XDG_DATA_HOME/cubby-server`.
+    pub data_dir: PathBuf,
+    /// Where chunk blobs live. Default: `DATA_DIR/blobs`.
+    pub blob_dir: Option<PathBuf>,
+    /// Address to listen on. Default: 127.0.0.1:8420.
+    pub listen: SocketAddr,
+    /// Largest body `POST /upload` accepts, in bytes (larger: 413). Default: 16 GiB.
+    pub max_upload_bytes: u64,
+    /// Largest JSON body, in bytes. Default: 64 KiB.
+    pub max_json_bytes: usize,
+    /// How long a login token is valid. Default: 24 hours.
+    pub token_ttl: Duration,
+}
+
+/// 127.0.0.1:8420, the address the client assumes when none is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
+
+impl ServerConfig {
+    /// The defaults, with state under `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            blob_dir: None,
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            max_upload_bytes: 16 << 30,
+            max_json_bytes: 64 << 10,
+            token_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// `$XDG_DATA_HOME/cubby-server` (usually `~/.local/share/cubby-server`).
+    pub fn default_data_dir() -> PathBuf {
+        dirs::data_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("cubby-server")
+    }
+
+    pub fn meta_path(&self) -> PathBuf {
+        self.data_dir.join("meta.sqlite3")
+    }
+
+    pub fn secret_path(&self) -> PathBuf {
+        self.data_dir.join("jwt.secret")
+    }
+
+    pub fn blob_root(&self) -> PathBuf {
+        self.blob_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("blobs"))
+    }
+}

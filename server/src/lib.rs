@@ -1,0 +1,110 @@
+//! `cubby-server`: Cubby's source of truth for every byte and every version.
+//!
+//! Entry points take their dependencies as arguments: [`open`] builds an [`AppState`]
+//! from a [`ServerConfig`], [`app`] turns a state into a router, and [`serve`] runs a
+//! router on a listener until a shutdown future resolves, so tests bind port 0 and
+//! the binary's `main` only parses arguments. docs/ARCHITECTURE.md has the code map.
+
+pub mod api;
+pub mod auth;
+pub mod blob;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod meta;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use config::ServerConfig;
+
+use crate::auth::AuthKeys;
+use crate::blob::{BlobStore, LocalBlobStore};
+use crate::meta::{MetaStore, SqliteMetaStore};
+
+/// Everything a request handler may use. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub meta: Arc<dyn MetaStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub keys: Arc<AuthKeys>,
+    pub config: Arc<ServerConfig>,
+    /// A password hash that matches nothing, so logins of unknown users take as long
+    /// as logins of known ones.
+    pub dummy_hash: String,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metadata store: {0}")]
+    Meta(#[from] meta::MetaError),
+    #[error("blob store: {0}")]
+    Blob(#[from] blob::BlobError),
+    #[error("signing secret: {0}")]
+    Secret(std::io::Error),
+}
+
+/// Opens the embedded engines (SQLite metadata, local-disk blobs) under the config's
+/// data directory, creating what is missing.
+pub fn open(config: ServerConfig) -> Result<AppState, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let meta = SqliteMetaStore::open(&config.meta_path())?;
+    let blobs = LocalBlobStore::open(&config.blob_root())?;
+    let keys = AuthKeys::load_or_create(&config.secret_path(), config.token_ttl)
+        .map_err(StartError::Secret)?;
+    Ok(AppState {
+        meta: Arc::new(meta),
+        blobs: Arc::new(blobs),
+        keys: Arc::new(keys),
+        config: Arc::new(config),
+        dummy_hash: api::auth::dummy_hash(),
+    })
+}
+
+/// The HTTP application.
+pub fn app(state: AppState) -> Router {
+    api::router(state).layer(axum::middleware::from_fn(log_request))
+}
+
+/// One log line per request: method, path, status, latency.
+async fn log_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests
+/// in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,188 @@
+//! `cubby-server`: parses the command line and hands over to the library.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use cubby_server::meta::{MetaError, MetaStore, SqliteMetaStore};
+use cubby_server::{ServerConfig, config};
+use tracing_subscriber::EnvFilter;
+
+/// The Cubby server: versioned, content-addressed file storage over HTTP.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// State directory (metadata, secret, blobs).
+        #[arg(long, env = "CUBBY_DATA", default_value_os_t = ServerConfig::default_data_dir())]
+        data: PathBuf,
+        /// Address to listen on (port 0: any free port; the chosen one is printed).
+        #[arg(long, env = "CUBBY_LISTEN", default_value = config::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Where chunk blobs live (default: DATA/blobs).
+        #[arg(long, env = "CUBBY_BLOB_DIR")]
+        blob_dir: Option<PathBuf>,
+        /// Largest upload body accepted, in bytes.
+        #[arg(long, env = "CUBBY_MAX_UPLOAD_BYTES")]
+        max_upload_bytes: Option<u64>,
+        /// Lifetime of login tokens, in seconds.
+        #[arg(long, env = "CUBBY_TOKEN_TTL_SECS")]
+        token_ttl_secs: Option<u64>,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user. Without --password, the password is read from the first line of stdin.
+    Add {
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long, env = "CUBBY_DATA", default_value_os_t = ServerConfig::default_data_dir())]
+        data: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cubby-server: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve {
+            data,
+            listen,
+            blob_dir,
+            max_upload_bytes,
+            token_ttl_secs,
+        } => {
+            let mut config = ServerConfig::new(data);
+            config.listen = listen;
+            config.blob_dir = blob_dir;
+            if let Some(max) = max_upload_bytes {
+                config.max_upload_bytes = max;
+            }
+            if let Some(ttl) = token_ttl_secs {
+                config.token_ttl = Duration::from_secs(ttl);
+            }
+            runtime.block_on(serve(config))
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    password,
+                    data,
+                },
+        } => runtime.block_on(add_user(data, name, password)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("cubby-server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServerConfig) -> Result<(), String> {
+    let listen = config.listen;
+    let state = cubby_server::open(config).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("listen on {listen}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%bound, data = %state.config.data_dir.display(), "serving");
+    // Tests and scripts read this line to learn the port.
+    println!("cubby-server listening on {bound}");
+    let _ = std::io::stdout().flush();
+    cubby_server::serve(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn valid_username(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+async fn add_user(data: PathBuf, name: String, password: Option<String>) -> Result<(), String> {
+    if !valid_username(&name) {
+        return Err("a username is 1 to 64 of A-Z a-z 0-9 . _ -".into());
+    }
+    let password = match password {
+        Some(password) => password,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if password.is_empty() {
+        return Err("the password cannot be empty".into());
+    }
+    std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+    let store =
+        SqliteMetaStore::open(&ServerConfig::new(data).meta_path()).map_err(|e| e.to_string())?;
+    let hash = tokio::task::spawn_blocking(move || cubby_server::auth::hash_password(&password))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    match store.create_user(&name, &hash).await {
+        Ok(id) => {
+            println!("added user {name} (id {})", id.0);
+            Ok(())
+        }
+        Err(MetaError::UserExists) => Err(format!("user {name} exists")),
+        Err(error) => Err(error.to_string()),
+    }
+}

@@ -1,0 +1,176 @@
+//! The metadata store: users, the tree of entries, versions and their chunk lists.
+//!
+//! [`MetaStore`] is the boundary: the HTTP layer speaks only to this trait, and each
+//! engine (SQLite embedded; PostgreSQL later) implements it. Every method is scoped to
+//! one user: an id that belongs to another user is [`MetaError::NotFound`], exactly as
+//! an id that does not exist, so ids leak nothing. Every mutating method is atomic: it
+//! happens entirely or not at all.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use cubby_proto::api::Entry;
+use cubby_proto::{ContentHash, Name, RemotePath};
+
+pub use sqlite::SqliteMetaStore;
+
+/// A user's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserId(pub i64);
+
+/// An entry's id (stable across renames and versions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryId(pub u64);
+
+/// A user as the auth layer needs it.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub name: String,
+    pub password_hash: String,
+}
+
+/// Where an operation creates or finds an entry.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// An absolute path in the user's tree.
+    Path(RemotePath),
+    /// A name inside a directory given by id.
+    Child { parent: EntryId, name: Name },
+}
+
+/// One chunk of a version, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub hash: ContentHash,
+    pub size: u32,
+}
+
+/// The content of a version about to be committed. Every chunk must already be
+/// durable in the blob store: metadata never points at a blob that is not.
+#[derive(Debug, Clone)]
+pub struct NewContent {
+    pub size: u64,
+    pub hash: ContentHash,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// One committed version of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub file_id: EntryId,
+    pub number: u64,
+    pub size: u64,
+    pub hash: ContentHash,
+    /// Unix nanoseconds.
+    pub created_ns: i64,
+}
+
+/// A version and the chunks that make it up.
+#[derive(Debug, Clone)]
+pub struct VersionContent {
+    pub version: VersionRecord,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// How a file version is committed.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub location: Location,
+    /// The version the writer based its content on: `None` to create a new file (a
+    /// conflict when one exists), `Some(n)` to replace version `n` (a conflict unless
+    /// `n` is current).
+    pub base_version: Option<u64>,
+    /// Create missing parent directories.
+    pub create_parents: bool,
+    pub content: NewContent,
+}
+
+/// Errors of the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("not found")]
+    NotFound,
+    #[error("an entry already exists there")]
+    AlreadyExists,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    #[error("directory not empty")]
+    DirectoryNotEmpty,
+    #[error("a directory cannot move into itself, and the root cannot move")]
+    InvalidMove,
+    #[error("version conflict: current version is {current}")]
+    VersionConflict { current: u64 },
+    #[error("a user of that name exists")]
+    UserExists,
+    #[error("metadata backend: {0}")]
+    Backend(String),
+}
+
+/// The metadata store. See the module docs for the promises every engine keeps.
+#[async_trait]
+pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates a user with an empty root directory. `UserExists` if the name is taken.
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<UserId, MetaError>;
+
+    /// The user of that name, if any.
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, MetaError>;
+
+    /// Whether the user exists (tokens of deleted users stop working).
+    async fn user_exists(&self, user: UserId) -> Result<bool, MetaError>;
+
+    /// The entry with that id, if it is the user's and not deleted.
+    async fn entry(&self, user: UserId, id: EntryId) -> Result<Entry, MetaError>;
+
+    /// The entry at a location (`NotADirectory` when a parent is a file).
+    async fn resolve(&self, user: UserId, location: &Location) -> Result<Entry, MetaError>;
+
+    /// The children of a directory, sorted by name.
+    async fn children(&self, user: UserId, dir: EntryId) -> Result<Vec<Entry>, MetaError>;
+
+    /// Creates a directory. With `parents`, missing parents are created too and an
+    /// existing directory at the location is returned as it is.
+    async fn mkdir(
+        &self,
+        user: UserId,
+        location: &Location,
+        parents: bool,
+        mode: u32,
+    ) -> Result<Entry, MetaError>;
+
+    /// Creates a symbolic link holding `target` verbatim.
+    async fn symlink(
+        &self,
+        user: UserId,
+        location: &Location,
+        target: &str,
+    ) -> Result<Entry, MetaError>;
+
+    /// Commits a new version of a file, atomically, after the base-version check.
+    async fn commit(&self, user: UserId, request: CommitRequest) -> Result<Entry, MetaError>;
+
+    /// A version of a file (`None`: the current one) with its chunk list.
+    async fn version_content(
+        &self,
+        user: UserId,
+        file: EntryId,
+        version: Option<u64>,
+    ) -> Result<VersionContent, MetaError>;
+
+    /// Moves an entry to `to`; its id stays. With `replace`, a file replaces a file and a
+    /// directory replaces an empty directory; without it an existing target is
+    /// `AlreadyExists`. Moving a directory under itself is `InvalidMove`.
+    async fn rename(
+        &self,
+        user: UserId,
+        id: EntryId,
+        to: &Location,
+        replace: bool,
+    ) -> Result<Entry, MetaError>;
+
+    /// Deletes an entry; a non-empty directory only with `recursive`. Returns how many
+    /// entries were deleted. The root cannot be deleted (`InvalidMove`).
+    async fn delete(&self, user: UserId, id: EntryId, recursive: bool) -> Result<u64, MetaError>;
+}

@@ -1,0 +1,657 @@
+//! The embedded metadata engine: one SQLite file in WAL mode with `synchronous=FULL`,
+//! so a commit that returned is on disk.
+//!
+//! One connection behind a mutex, used from blocking threads (`spawn_blocking`): every
+//! operation is one `BEGIN IMMEDIATE` transaction, so operations are serialised and
+//! each is atomic. The mutex is never held across an `.await`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use cubby_proto::api::{Entry, EntryKind};
+use cubby_proto::{ContentHash, Name};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use super::{
+    ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore, UserId, UserRecord,
+    VersionContent, VersionRecord,
+};
+
+/// Numbered migrations; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+const ENTRY_COLUMNS: &str =
+    "id, parent_id, name, kind, mode, mtime_ns, size, version, hash, target";
+
+const DEFAULT_FILE_MODE: u32 = 0o644;
+
+/// The SQLite [`MetaStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteMetaStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl From<rusqlite::Error> for MetaError {
+    fn from(error: rusqlite::Error) -> Self {
+        MetaError::Backend(error.to_string())
+    }
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl SqliteMetaStore {
+    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Self, MetaError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` in one immediate transaction on a blocking thread; commits on `Ok`.
+    async fn write<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| MetaError::Backend("poisoned".into()))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| MetaError::Backend(format!("metadata task failed: {e}")))?
+    }
+
+    /// Like [`Self::write`], for reads (a deferred transaction, never commits changes).
+    async fn read<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| MetaError::Backend("poisoned".into()))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            f(&tx)
+        })
+        .await
+        .map_err(|e| MetaError::Backend(format!("metadata task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if applied > MIGRATIONS.len() {
+        return Err(MetaError::Backend(format!(
+            "database schema {applied} is newer than this server ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn kind_str(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Dir => "dir",
+        EntryKind::File => "file",
+        EntryKind::Symlink => "symlink",
+    }
+}
+
+fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Entry> {
+    let kind: String = row.get(3)?;
+    let kind = match kind.as_str() {
+        "dir" => EntryKind::Dir,
+        "file" => EntryKind::File,
+        _ => EntryKind::Symlink,
+    };
+    let hash: Option<Vec<u8>> = row.get(8)?;
+    Ok(Entry {
+        id: row.get(0)?,
+        parent_id: row.get(1)?,
+        name: row.get(2)?,
+        kind,
+        mode: row.get(4)?,
+        mtime_ns: row.get(5)?,
+        size: row.get(6)?,
+        version: row.get(7)?,
+        hash: hash
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .map(ContentHash::from_bytes),
+        target: row.get(9)?,
+    })
+}
+
+fn hash_from_blob(blob: Vec<u8>) -> Result<ContentHash, MetaError> {
+    <[u8; 32]>::try_from(blob)
+        .map(ContentHash::from_bytes)
+        .map_err(|_| MetaError::Backend("stored hash is not 32 bytes".into()))
+}
+
+fn load_entry(tx: &Transaction<'_>, user: UserId, id: u64) -> Result<Entry, MetaError> {
+    tx.query_row(
+        &format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries
+             WHERE id = ?1 AND user_id = ?2 AND deleted_ns IS NULL"
+        ),
+        params![id, user.0],
+        entry_from_row,
+    )
+    .optional()?
+    .ok_or(MetaError::NotFound)
+}
+
+fn root(tx: &Transaction<'_>, user: UserId) -> Result<Entry, MetaError> {
+    tx.query_row(
+        &format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE user_id = ?1 AND parent_id IS NULL"),
+        params![user.0],
+        entry_from_row,
+    )
+    .optional()?
+    .ok_or(MetaError::NotFound)
+}
+
+fn child(tx: &Transaction<'_>, parent: u64, name: &str) -> Result<Option<Entry>, MetaError> {
+    Ok(tx
+        .query_row(
+            &format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries
+                 WHERE parent_id = ?1 AND name = ?2 AND deleted_ns IS NULL"
+            ),
+            params![parent, name],
+            entry_from_row,
+        )
+        .optional()?)
+}
+
+fn require_dir(entry: Entry) -> Result<Entry, MetaError> {
+    match entry.kind {
+        EntryKind::Dir => Ok(entry),
+        EntryKind::File | EntryKind::Symlink => Err(MetaError::NotADirectory),
+    }
+}
+
+/// Walks `names` from `start`; with `create`, missing directories are made.
+fn walk(
+    tx: &Transaction<'_>,
+    user: UserId,
+    start: Entry,
+    names: &[Name],
+    create: bool,
+) -> Result<Entry, MetaError> {
+    let mut current = start;
+    for name in names {
+        let dir = require_dir(current)?;
+        current = match child(tx, dir.id, name.as_str())? {
+            Some(found) => found,
+            None if create => insert_dir(tx, user, dir.id, name.as_str(), 0o755)?,
+            None => return Err(MetaError::NotFound),
+        };
+    }
+    Ok(current)
+}
+
+fn resolve(tx: &Transaction<'_>, user: UserId, location: &Location) -> Result<Entry, MetaError> {
+    match location {
+        Location::Path(path) => walk(tx, user, root(tx, user)?, path.components(), false),
+        Location::Child { parent, name } => {
+            let dir = require_dir(load_entry(tx, user, parent.0)?)?;
+            child(tx, dir.id, name.as_str())?.ok_or(MetaError::NotFound)
+        }
+    }
+}
+
+/// The directory that holds `location`, and the name inside it.
+fn resolve_parent(
+    tx: &Transaction<'_>,
+    user: UserId,
+    location: &Location,
+    create_parents: bool,
+) -> Result<(Entry, Name), MetaError> {
+    match location {
+        Location::Path(path) => {
+            let (parent, name) = path.split_last().ok_or(MetaError::AlreadyExists)?;
+            let dir = walk(
+                tx,
+                user,
+                root(tx, user)?,
+                parent.components(),
+                create_parents,
+            )?;
+            Ok((require_dir(dir)?, name.clone()))
+        }
+        Location::Child { parent, name } => {
+            Ok((require_dir(load_entry(tx, user, parent.0)?)?, name.clone()))
+        }
+    }
+}
+
+fn touch(tx: &Transaction<'_>, id: u64, now: i64) -> Result<(), MetaError> {
+    tx.execute(
+        "UPDATE entries SET mtime_ns = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    Ok(())
+}
+
+fn insert_entry(
+    tx: &Transaction<'_>,
+    user: UserId,
+    parent: u64,
+    name: &str,
+    kind: EntryKind,
+    mode: u32,
+    target: Option<&str>,
+) -> Result<Entry, MetaError> {
+    let now = now_ns();
+    let size = target.map_or(0, |t| t.len() as u64);
+    tx.execute(
+        "INSERT INTO entries (user_id, parent_id, name, kind, mode, mtime_ns, size, target)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            user.0,
+            parent,
+            name,
+            kind_str(kind),
+            mode & 0o7777,
+            now,
+            size,
+            target
+        ],
+    )?;
+    let id = tx.last_insert_rowid() as u64;
+    touch(tx, parent, now)?;
+    load_entry(tx, user, id)
+}
+
+fn insert_dir(
+    tx: &Transaction<'_>,
+    user: UserId,
+    parent: u64,
+    name: &str,
+    mode: u32,
+) -> Result<Entry, MetaError> {
+    insert_entry(tx, user, parent, name, EntryKind::Dir, mode, None)
+}
+
+fn has_children(tx: &Transaction<'_>, dir: u64) -> Result<bool, MetaError> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM entries WHERE parent_id = ?1 AND deleted_ns IS NULL LIMIT 1",
+            params![dir],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Marks `id` and everything below it deleted; returns how many entries that was.
+fn delete_subtree(tx: &Transaction<'_>, id: u64, now: i64) -> Result<u64, MetaError> {
+    let count = tx.execute(
+        "WITH RECURSIVE sub(id) AS (
+             SELECT ?1
+             UNION ALL
+             SELECT e.id FROM entries e JOIN sub ON e.parent_id = sub.id
+             WHERE e.deleted_ns IS NULL
+         )
+         UPDATE entries SET deleted_ns = ?2 WHERE id IN (SELECT id FROM sub)",
+        params![id, now],
+    )?;
+    Ok(count as u64)
+}
+
+fn commit_in(
+    tx: &Transaction<'_>,
+    user: UserId,
+    request: CommitRequest,
+) -> Result<Entry, MetaError> {
+    let (dir, name) = resolve_parent(tx, user, &request.location, request.create_parents)?;
+    let existing = child(tx, dir.id, name.as_str())?;
+    let (file_id, number) = match existing {
+        None => match request.base_version {
+            None | Some(0) => {
+                let entry = insert_entry(
+                    tx,
+                    user,
+                    dir.id,
+                    name.as_str(),
+                    EntryKind::File,
+                    DEFAULT_FILE_MODE,
+                    None,
+                )?;
+                (entry.id, 1)
+            }
+            Some(_) => return Err(MetaError::VersionConflict { current: 0 }),
+        },
+        Some(entry) => match entry.kind {
+            EntryKind::Dir => return Err(MetaError::IsADirectory),
+            EntryKind::Symlink => return Err(MetaError::AlreadyExists),
+            EntryKind::File if request.base_version != Some(entry.version) => {
+                return Err(MetaError::VersionConflict {
+                    current: entry.version,
+                });
+            }
+            EntryKind::File => (entry.id, entry.version + 1),
+        },
+    };
+    let now = now_ns();
+    let content = &request.content;
+    tx.execute(
+        "INSERT INTO versions (file_id, number, size, hash, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![file_id, number, content.size, content.hash.as_bytes(), now],
+    )?;
+    {
+        let mut insert_chunk = tx.prepare_cached(
+            "INSERT INTO version_chunks (file_id, number, seq, hash, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut insert_owned = tx.prepare_cached(
+            "INSERT OR IGNORE INTO user_chunks (user_id, hash, size) VALUES (?1, ?2, ?3)",
+        )?;
+        for (seq, chunk) in content.chunks.iter().enumerate() {
+            insert_chunk.execute(params![
+                file_id,
+                number,
+                seq,
+                chunk.hash.as_bytes(),
+                chunk.size
+            ])?;
+            insert_owned.execute(params![user.0, chunk.hash.as_bytes(), chunk.size])?;
+        }
+    }
+    tx.execute(
+        "UPDATE entries SET version = ?2, size = ?3, hash = ?4, mtime_ns = ?5 WHERE id = ?1",
+        params![file_id, number, content.size, content.hash.as_bytes(), now],
+    )?;
+    load_entry(tx, user, file_id)
+}
+
+fn rename_in(
+    tx: &Transaction<'_>,
+    user: UserId,
+    id: EntryId,
+    to: &Location,
+    replace: bool,
+) -> Result<Entry, MetaError> {
+    let entry = load_entry(tx, user, id.0)?;
+    let old_parent = entry.parent_id.ok_or(MetaError::InvalidMove)?;
+    let (dir, name) = resolve_parent(tx, user, to, false)?;
+    if entry.kind == EntryKind::Dir {
+        // The new parent must not be the entry or lie below it.
+        let mut cursor = Some(dir.id);
+        while let Some(ancestor) = cursor {
+            if ancestor == entry.id {
+                return Err(MetaError::InvalidMove);
+            }
+            cursor = tx.query_row(
+                "SELECT parent_id FROM entries WHERE id = ?1",
+                params![ancestor],
+                |r| r.get(0),
+            )?;
+        }
+    }
+    if let Some(existing) = child(tx, dir.id, name.as_str())? {
+        if existing.id == entry.id {
+            return Ok(entry);
+        }
+        if !replace {
+            return Err(MetaError::AlreadyExists);
+        }
+        match (entry.kind, existing.kind) {
+            (EntryKind::Dir, EntryKind::Dir) if has_children(tx, existing.id)? => {
+                return Err(MetaError::DirectoryNotEmpty);
+            }
+            (EntryKind::Dir, _) => return Err(MetaError::NotADirectory),
+            (_, EntryKind::Dir) => return Err(MetaError::IsADirectory),
+            _ => {}
+        }
+        delete_subtree(tx, existing.id, now_ns())?;
+    }
+    let now = now_ns();
+    tx.execute(
+        "UPDATE entries SET parent_id = ?2, name = ?3 WHERE id = ?1",
+        params![entry.id, dir.id, name.as_str()],
+    )?;
+    touch(tx, old_parent, now)?;
+    touch(tx, dir.id, now)?;
+    load_entry(tx, user, entry.id)
+}
+
+#[async_trait]
+impl MetaStore for SqliteMetaStore {
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<UserId, MetaError> {
+        let (name, password_hash) = (name.to_owned(), password_hash.to_owned());
+        self.write(move |tx| {
+            let exists = tx
+                .query_row("SELECT 1 FROM users WHERE name = ?1", params![name], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some();
+            if exists {
+                return Err(MetaError::UserExists);
+            }
+            let now = now_ns();
+            tx.execute(
+                "INSERT INTO users (name, password_hash, created_ns) VALUES (?1, ?2, ?3)",
+                params![name, password_hash, now],
+            )?;
+            let user = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO entries (user_id, parent_id, name, kind, mode, mtime_ns)
+                 VALUES (?1, NULL, '', 'dir', ?2, ?3)",
+                params![user, 0o755, now],
+            )?;
+            Ok(UserId(user))
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, MetaError> {
+        let name = name.to_owned();
+        self.read(move |tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT id, name, password_hash FROM users WHERE name = ?1",
+                    params![name],
+                    |r| {
+                        Ok(UserRecord {
+                            id: UserId(r.get(0)?),
+                            name: r.get(1)?,
+                            password_hash: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn user_exists(&self, user: UserId) -> Result<bool, MetaError> {
+        self.read(move |tx| {
+            Ok(tx
+                .query_row("SELECT 1 FROM users WHERE id = ?1", params![user.0], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
+    async fn entry(&self, user: UserId, id: EntryId) -> Result<Entry, MetaError> {
+        self.read(move |tx| load_entry(tx, user, id.0)).await
+    }
+
+    async fn resolve(&self, user: UserId, location: &Location) -> Result<Entry, MetaError> {
+        let location = location.clone();
+        self.read(move |tx| resolve(tx, user, &location)).await
+    }
+
+    async fn children(&self, user: UserId, dir: EntryId) -> Result<Vec<Entry>, MetaError> {
+        self.read(move |tx| {
+            let dir = require_dir(load_entry(tx, user, dir.0)?)?;
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries
+                 WHERE parent_id = ?1 AND deleted_ns IS NULL ORDER BY name"
+            ))?;
+            let rows = stmt.query_map(params![dir.id], entry_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn mkdir(
+        &self,
+        user: UserId,
+        location: &Location,
+        parents: bool,
+        mode: u32,
+    ) -> Result<Entry, MetaError> {
+        let location = location.clone();
+        self.write(move |tx| {
+            if parents
+                && let Location::Path(path) = &location
+                && path.is_root()
+            {
+                return root(tx, user);
+            }
+            let (dir, name) = resolve_parent(tx, user, &location, parents)?;
+            match child(tx, dir.id, name.as_str())? {
+                Some(existing) if parents && existing.kind == EntryKind::Dir => Ok(existing),
+                Some(_) => Err(MetaError::AlreadyExists),
+                None => insert_dir(tx, user, dir.id, name.as_str(), mode),
+            }
+        })
+        .await
+    }
+
+    async fn symlink(
+        &self,
+        user: UserId,
+        location: &Location,
+        target: &str,
+    ) -> Result<Entry, MetaError> {
+        let (location, target) = (location.clone(), target.to_owned());
+        self.write(move |tx| {
+            let (dir, name) = resolve_parent(tx, user, &location, false)?;
+            if child(tx, dir.id, name.as_str())?.is_some() {
+                return Err(MetaError::AlreadyExists);
+            }
+            insert_entry(
+                tx,
+                user,
+                dir.id,
+                name.as_str(),
+                EntryKind::Symlink,
+                0o777,
+                Some(&target),
+            )
+        })
+        .await
+    }
+
+    async fn commit(&self, user: UserId, request: CommitRequest) -> Result<Entry, MetaError> {
+        self.write(move |tx| commit_in(tx, user, request)).await
+    }
+
+    async fn version_content(
+        &self,
+        user: UserId,
+        file: EntryId,
+        version: Option<u64>,
+    ) -> Result<VersionContent, MetaError> {
+        self.read(move |tx| {
+            let entry = load_entry(tx, user, file.0)?;
+            match entry.kind {
+                EntryKind::File => {}
+                EntryKind::Dir => return Err(MetaError::IsADirectory),
+                EntryKind::Symlink => return Err(MetaError::NotFound),
+            }
+            let number = version.unwrap_or(entry.version);
+            let version = tx
+                .query_row(
+                    "SELECT size, hash, created_ns FROM versions WHERE file_id = ?1 AND number = ?2",
+                    params![entry.id, number],
+                    |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?)),
+                )
+                .optional()?
+                .ok_or(MetaError::NotFound)?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT hash, size FROM version_chunks WHERE file_id = ?1 AND number = ?2 ORDER BY seq",
+            )?;
+            let chunks = stmt
+                .query_map(params![entry.id, number], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?))
+                })?
+                .map(|row| {
+                    let (hash, size) = row?;
+                    Ok(ChunkRef { hash: hash_from_blob(hash)?, size })
+                })
+                .collect::<Result<Vec<_>, MetaError>>()?;
+            Ok(VersionContent {
+                version: VersionRecord {
+                    file_id: file,
+                    number,
+                    size: version.0,
+                    hash: hash_from_blob(version.1)?,
+                    created_ns: version.2,
+                },
+                chunks,
+            })
+        })
+        .await
+    }
+
+    async fn rename(
+        &self,
+        user: UserId,
+        id: EntryId,
+        to: &Location,
+        replace: bool,
+    ) -> Result<Entry, MetaError> {
+        let to = to.clone();
+        self.write(move |tx| rename_in(tx, user, id, &to, replace))
+            .await
+    }
+
+    async fn delete(&self, user: UserId, id: EntryId, recursive: bool) -> Result<u64, MetaError> {
+        self.write(move |tx| {
+            let entry = load_entry(tx, user, id.0)?;
+            let parent = entry.parent_id.ok_or(MetaError::InvalidMove)?;
+            if entry.kind == EntryKind::Dir && !recursive && has_children(tx, entry.id)? {
+                return Err(MetaError::DirectoryNotEmpty);
+            }
+            let now = now_ns();
+            let count = delete_subtree(tx, entry.id, now)?;
+            touch(tx, parent, now)?;
+            Ok(count)
+        })
+        .await
+    }
+}
