@@ -111,10 +111,10 @@ impl FromStr for RemotePath {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let rest = s.strip_prefix('/').ok_or(NameError::Relative)?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.is_empty() {
             return Ok(Self::root());
         }
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
         rest.split('/')
             .map(Name::from_str)
             .collect::<Result<_, _>>()

@@ -93,7 +93,7 @@ impl From<BlobError> for ApiError {
             BlobError::Full => Self::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 ErrorCode::InsufficientStorage,
-                "the server's storage is full; nothing was stored",
+                "the server's storage is full; the upload was not committed",
             ),
             BlobError::HashMismatch { .. } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -89,8 +89,9 @@ where
         Ok((size, whole.finalize().into()))
     });
 
-    let feed = async {
-        let body_tx = body_tx;
+    // Each stage owns its ends of the queues, so a stage that stops (done or failed)
+    // closes its queues and the others stop too: nothing waits on a stage that is gone.
+    let feed = async move {
         let mut source = std::pin::pin!(source);
         while let Some(item) = source.next().await {
             match item {
@@ -109,7 +110,7 @@ where
         Ok(())
     };
 
-    let store = async {
+    let store = async move {
         let mut chunks = Vec::new();
         while let Some(chunk) = chunk_rx.recv().await {
             let size = chunk.data.len() as u32;
@@ -126,6 +127,7 @@ where
     let cut = chunker
         .await
         .map_err(|e| IngestError::Chunking(std::io::Error::other(e)))?;
+    // The first failure is the cause; the others follow from it.
     fed?;
     let chunks = stored?;
     let (size, hash) = cut.map_err(IngestError::Chunking)?;

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,14 +22,17 @@ use crate::meta::{CommitRequest, EntryId, Location, NewContent};
 /// Chunks fetched ahead of the one being sent.
 const DOWNLOAD_READ_AHEAD: usize = 2;
 
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+        "the upload is larger than the server allows",
+    )
+}
+
 fn multipart_error(error: MultipartError) -> ApiError {
-    let status = error.status();
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            status,
-            ErrorCode::PayloadTooLarge,
-            "the upload is larger than allowed",
-        )
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large()
     } else {
         ApiError::bad_request(format!("malformed multipart body: {}", error.body_text()))
     }
@@ -45,8 +48,24 @@ async fn text_field(field: Field<'_>) -> Result<String, ApiError> {
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
-    mut multipart: Multipart,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<UploadResponse>, ApiError> {
+    // Refuse a declared oversize body before reading any of it (a client that sent
+    // `Expect: 100-continue` then never sends it).
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > state.config.max_upload_bytes) {
+        return Err(too_large());
+    }
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "expected a multipart body: {}",
+            rejection.body_text()
+        ))
+    })?;
     let mut path: Option<RemotePath> = None;
     let mut base_version: Option<u64> = None;
     let mut content: Option<NewContent> = None;

@@ -426,6 +426,7 @@ fn rename_in(
             (EntryKind::Dir, EntryKind::Dir) if has_children(tx, existing.id)? => {
                 return Err(MetaError::DirectoryNotEmpty);
             }
+            (EntryKind::Dir, EntryKind::Dir) => {}
             (EntryKind::Dir, _) => return Err(MetaError::NotADirectory),
             (_, EntryKind::Dir) => return Err(MetaError::IsADirectory),
             _ => {}

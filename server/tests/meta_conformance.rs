@@ -1,0 +1,378 @@
+//! The `MetaStore` conformance suite. Every engine runs every case: add an engine by
+//! adding one `conformance!` line with a constructor.
+
+use std::sync::Arc;
+
+use cubby_proto::api::EntryKind;
+use cubby_proto::{ContentHash, RemotePath};
+use cubby_server::meta::{
+    ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore, NewContent, SqliteMetaStore,
+    UserId,
+};
+
+fn path(p: &str) -> Location {
+    Location::Path(p.parse::<RemotePath>().unwrap())
+}
+
+fn content(data: &[u8]) -> NewContent {
+    let hash = ContentHash::of(data);
+    NewContent {
+        size: data.len() as u64,
+        hash,
+        chunks: if data.is_empty() {
+            vec![]
+        } else {
+            vec![ChunkRef {
+                hash,
+                size: data.len() as u32,
+            }]
+        },
+    }
+}
+
+fn commit(p: &str, base: Option<u64>, data: &[u8]) -> CommitRequest {
+    CommitRequest {
+        location: path(p),
+        base_version: base,
+        create_parents: true,
+        content: content(data),
+    }
+}
+
+async fn users(store: Arc<dyn MetaStore>) {
+    let alice = store.create_user("alice", "hash-a").await.unwrap();
+    assert!(matches!(
+        store.create_user("alice", "x").await,
+        Err(MetaError::UserExists)
+    ));
+    let record = store.user_by_name("alice").await.unwrap().unwrap();
+    assert_eq!(
+        (record.id, record.password_hash.as_str()),
+        (alice, "hash-a")
+    );
+    assert!(store.user_by_name("nobody").await.unwrap().is_none());
+    assert!(store.user_exists(alice).await.unwrap());
+    assert!(!store.user_exists(UserId(alice.0 + 100)).await.unwrap());
+    let root = store.resolve(alice, &path("/")).await.unwrap();
+    assert_eq!((root.kind, root.parent_id), (EntryKind::Dir, None));
+    assert!(
+        store
+            .children(alice, EntryId(root.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn commits_and_versions(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    let v1 = store
+        .commit(u, commit("/a/b/f", None, b"one"))
+        .await
+        .unwrap();
+    assert_eq!((v1.version, v1.size, v1.kind), (1, 3, EntryKind::File));
+    assert!(matches!(
+        store.commit(u, commit("/a/b/f", None, b"x")).await,
+        Err(MetaError::VersionConflict { current: 1 })
+    ));
+    assert!(matches!(
+        store.commit(u, commit("/a/b/f", Some(7), b"x")).await,
+        Err(MetaError::VersionConflict { current: 1 })
+    ));
+    let v2 = store
+        .commit(u, commit("/a/b/f", Some(1), b"two!"))
+        .await
+        .unwrap();
+    assert_eq!((v2.id, v2.version, v2.size), (v1.id, 2, 4));
+    let old = store
+        .version_content(u, EntryId(v1.id), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(old.version.hash, ContentHash::of(b"one"));
+    assert_eq!(old.chunks.len(), 1);
+    let current = store
+        .version_content(u, EntryId(v1.id), None)
+        .await
+        .unwrap();
+    assert_eq!((current.version.number, current.version.size), (2, 4));
+    assert!(matches!(
+        store.version_content(u, EntryId(v1.id), Some(3)).await,
+        Err(MetaError::NotFound)
+    ));
+    // A base version for a file that does not exist is a conflict with version 0.
+    assert!(matches!(
+        store.commit(u, commit("/new", Some(3), b"x")).await,
+        Err(MetaError::VersionConflict { current: 0 })
+    ));
+    // Without create_parents a missing parent is NotFound.
+    let mut no_parents = commit("/missing/f", None, b"x");
+    no_parents.create_parents = false;
+    assert!(matches!(
+        store.commit(u, no_parents).await,
+        Err(MetaError::NotFound)
+    ));
+    // Committing over a directory.
+    assert!(matches!(
+        store.commit(u, commit("/a/b", None, b"x")).await,
+        Err(MetaError::IsADirectory)
+    ));
+    // Under a file.
+    assert!(matches!(
+        store.commit(u, commit("/a/b/f/g", None, b"x")).await,
+        Err(MetaError::NotADirectory)
+    ));
+    let empty = store.commit(u, commit("/empty", None, b"")).await.unwrap();
+    let empty = store
+        .version_content(u, EntryId(empty.id), None)
+        .await
+        .unwrap();
+    assert!(empty.chunks.is_empty());
+}
+
+async fn users_are_isolated(store: Arc<dyn MetaStore>) {
+    let a = store.create_user("a", "h").await.unwrap();
+    let b = store.create_user("b", "h").await.unwrap();
+    let file = store.commit(a, commit("/f", None, b"a")).await.unwrap();
+    let dir = store.mkdir(a, &path("/d"), false, 0o755).await.unwrap();
+    let id = EntryId(file.id);
+    assert!(matches!(store.entry(b, id).await, Err(MetaError::NotFound)));
+    assert!(matches!(
+        store.version_content(b, id, None).await,
+        Err(MetaError::NotFound)
+    ));
+    assert!(matches!(
+        store.children(b, EntryId(dir.id)).await,
+        Err(MetaError::NotFound)
+    ));
+    assert!(matches!(
+        store.rename(b, id, &path("/x"), false).await,
+        Err(MetaError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete(b, id, true).await,
+        Err(MetaError::NotFound)
+    ));
+    let into_foreign = Location::Child {
+        parent: EntryId(dir.id),
+        name: "x".parse().unwrap(),
+    };
+    assert!(matches!(
+        store.mkdir(b, &into_foreign, false, 0o755).await,
+        Err(MetaError::NotFound)
+    ));
+    assert!(matches!(
+        store.resolve(b, &path("/f")).await,
+        Err(MetaError::NotFound)
+    ));
+    assert_eq!(store.entry(a, id).await.unwrap().id, file.id);
+}
+
+async fn mkdir_and_children(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    assert!(matches!(
+        store.mkdir(u, &path("/a/b"), false, 0o755).await,
+        Err(MetaError::NotFound)
+    ));
+    let b = store.mkdir(u, &path("/a/b"), true, 0o700).await.unwrap();
+    assert_eq!(b.mode, 0o700);
+    assert_eq!(
+        store.mkdir(u, &path("/a/b"), true, 0o755).await.unwrap().id,
+        b.id
+    );
+    assert!(matches!(
+        store.mkdir(u, &path("/a/b"), false, 0o755).await,
+        Err(MetaError::AlreadyExists)
+    ));
+    let a = store.resolve(u, &path("/a")).await.unwrap();
+    let child = Location::Child {
+        parent: EntryId(a.id),
+        name: "c".parse().unwrap(),
+    };
+    store.mkdir(u, &child, false, 0o755).await.unwrap();
+    store
+        .commit(u, commit("/a/0file", None, b"z"))
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .children(u, EntryId(a.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["0file", "b", "c"]);
+    let link = store.symlink(u, &path("/a/l"), "b").await.unwrap();
+    assert_eq!(
+        (link.kind, link.target.as_deref()),
+        (EntryKind::Symlink, Some("b"))
+    );
+    assert!(matches!(
+        store.symlink(u, &path("/a/l"), "c").await,
+        Err(MetaError::AlreadyExists)
+    ));
+}
+
+async fn rename_rules(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    let f = store.commit(u, commit("/d1/f", None, b"f")).await.unwrap();
+    let g = store.commit(u, commit("/d1/g", None, b"g")).await.unwrap();
+    let d1 = store.resolve(u, &path("/d1")).await.unwrap();
+    store.mkdir(u, &path("/d2/sub"), true, 0o755).await.unwrap();
+    // Ids survive a move.
+    let moved = store
+        .rename(u, EntryId(f.id), &path("/d2/f2"), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.id, moved.name.as_str(), moved.version),
+        (f.id, "f2", 1)
+    );
+    assert!(matches!(
+        store.resolve(u, &path("/d1/f")).await,
+        Err(MetaError::NotFound)
+    ));
+    // A move onto itself changes nothing.
+    assert_eq!(
+        store
+            .rename(u, EntryId(f.id), &path("/d2/f2"), false)
+            .await
+            .unwrap()
+            .id,
+        f.id
+    );
+    // Over an existing file: only with replace.
+    assert!(matches!(
+        store.rename(u, EntryId(g.id), &path("/d2/f2"), false).await,
+        Err(MetaError::AlreadyExists)
+    ));
+    store
+        .rename(u, EntryId(g.id), &path("/d2/f2"), true)
+        .await
+        .unwrap();
+    assert_eq!(store.resolve(u, &path("/d2/f2")).await.unwrap().id, g.id);
+    assert!(matches!(
+        store.entry(u, EntryId(f.id)).await,
+        Err(MetaError::NotFound)
+    ));
+    // Directories: not into themselves, not over a non-empty directory, not onto a file.
+    assert!(matches!(
+        store
+            .rename(u, EntryId(d1.id), &path("/d1/inside"), false)
+            .await,
+        Err(MetaError::InvalidMove)
+    ));
+    let d2 = store.resolve(u, &path("/d2")).await.unwrap();
+    assert!(matches!(
+        store
+            .rename(u, EntryId(d2.id), &path("/d2/sub/deeper"), false)
+            .await,
+        Err(MetaError::InvalidMove)
+    ));
+    assert!(matches!(
+        store.rename(u, EntryId(d1.id), &path("/d2"), true).await,
+        Err(MetaError::DirectoryNotEmpty)
+    ));
+    assert!(matches!(
+        store.rename(u, EntryId(d1.id), &path("/d2/f2"), true).await,
+        Err(MetaError::NotADirectory)
+    ));
+    assert!(matches!(
+        store.rename(u, EntryId(g.id), &path("/d2/sub"), true).await,
+        Err(MetaError::IsADirectory)
+    ));
+    // Over an empty directory, with replace.
+    let sub = store.resolve(u, &path("/d2/sub")).await.unwrap();
+    store
+        .rename(u, EntryId(d1.id), &path("/d2/sub"), true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.entry(u, EntryId(sub.id)).await,
+        Err(MetaError::NotFound)
+    ));
+    let root = store.resolve(u, &path("/")).await.unwrap();
+    assert!(matches!(
+        store.rename(u, EntryId(root.id), &path("/x"), false).await,
+        Err(MetaError::InvalidMove)
+    ));
+}
+
+async fn delete_rules(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    store.commit(u, commit("/d/e/f", None, b"f")).await.unwrap();
+    let d = store.resolve(u, &path("/d")).await.unwrap();
+    assert!(matches!(
+        store.delete(u, EntryId(d.id), false).await,
+        Err(MetaError::DirectoryNotEmpty)
+    ));
+    assert_eq!(store.delete(u, EntryId(d.id), true).await.unwrap(), 3);
+    assert!(matches!(
+        store.resolve(u, &path("/d/e/f")).await,
+        Err(MetaError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete(u, EntryId(d.id), true).await,
+        Err(MetaError::NotFound)
+    ));
+    let root = store.resolve(u, &path("/")).await.unwrap();
+    assert!(matches!(
+        store.delete(u, EntryId(root.id), true).await,
+        Err(MetaError::InvalidMove)
+    ));
+    // The name can be used again, by a new entry with a new id.
+    let again = store.commit(u, commit("/d/e/f", None, b"g")).await.unwrap();
+    assert_eq!(again.version, 1);
+}
+
+async fn concurrent_commits_are_serialised(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    store.commit(u, commit("/race", None, b"0")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16u8 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit(u, commit("/race", Some(1), &[i]))
+                .await
+                .is_ok()
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        won += usize::from(task.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one writer based on version 1 may win");
+}
+
+macro_rules! conformance {
+    ($engine:ident, $open:expr) => {
+        mod $engine {
+            use super::*;
+
+            async fn store() -> (Arc<dyn MetaStore>, tempfile::TempDir) {
+                let dir = tempfile::tempdir().unwrap();
+                let open: fn(&std::path::Path) -> Arc<dyn MetaStore> = $open;
+                (open(dir.path()), dir)
+            }
+
+            conformance!(@case users);
+            conformance!(@case commits_and_versions);
+            conformance!(@case users_are_isolated);
+            conformance!(@case mkdir_and_children);
+            conformance!(@case rename_rules);
+            conformance!(@case delete_rules);
+            conformance!(@case concurrent_commits_are_serialised);
+        }
+    };
+    (@case $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (store, _dir) = store().await;
+            super::$name(store).await;
+        }
+    };
+}
+
+conformance!(sqlite, |dir| Arc::new(
+    SqliteMetaStore::open(&dir.join("meta.sqlite3")).unwrap()
+));

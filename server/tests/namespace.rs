@@ -1,0 +1,202 @@
+//! The namespace: mkdir, list, stat, move (ids stable), delete, symlinks.
+
+mod common;
+
+use common::{TestServer, expect_error};
+use cubby_proto::ErrorCode;
+use cubby_proto::api::{Entry, EntryKind, ListResponse};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn mkdir_list_and_stat() {
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    assert_eq!(alice.mkdir("/a", false).await.status(), StatusCode::CREATED);
+    expect_error(
+        alice.mkdir("/a", false).await,
+        StatusCode::CONFLICT,
+        ErrorCode::AlreadyExists,
+    )
+    .await;
+    expect_error(
+        alice.mkdir("/x/y", false).await,
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+    )
+    .await;
+    assert_eq!(
+        alice.mkdir("/x/y/z", true).await.status(),
+        StatusCode::CREATED
+    );
+    // mkdir -p of an existing directory succeeds.
+    assert_eq!(
+        alice.mkdir("/x/y", true).await.status(),
+        StatusCode::CREATED
+    );
+    alice.upload("/a/f2", b"2", None).await;
+    alice.upload("/a/f1", b"1", None).await;
+    let listing: ListResponse = alice
+        .get("/list?path=/a")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listing.children.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["f1", "f2"]);
+    // A file is not a directory.
+    expect_error(
+        alice.mkdir("/a/f1/sub", true).await,
+        StatusCode::CONFLICT,
+        ErrorCode::NotADirectory,
+    )
+    .await;
+    let list_file = alice.get("/list?path=/a/f1").send().await.unwrap();
+    expect_error(list_file, StatusCode::CONFLICT, ErrorCode::NotADirectory).await;
+    let root = alice.stat_entry("/").await;
+    assert_eq!((root.kind, root.parent_id), (EntryKind::Dir, None));
+}
+
+#[tokio::test]
+async fn move_keeps_ids_and_refuses_cycles() {
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    let file = alice.upload("/docs/report.txt", b"r1", None).await;
+    alice.mkdir("/archive", false).await;
+    let moved: Entry = alice
+        .post("/move")
+        .json(&json!({"from": "/docs/report.txt", "to": "/archive/2026.txt"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(moved.id, file.file_id);
+    assert_eq!(moved.version, 1);
+    expect_error(
+        alice.stat("/docs/report.txt").await,
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+    )
+    .await;
+    assert_eq!(alice.download(file.file_id).await, b"r1");
+    // A directory cannot move into itself or below itself.
+    alice.mkdir("/archive/inner", false).await;
+    for to in ["/archive/inner/archive", "/archive/archive"] {
+        let response = alice
+            .post("/move")
+            .json(&json!({"from": "/archive", "to": to}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, StatusCode::BAD_REQUEST, ErrorCode::InvalidMove).await;
+    }
+    // Moving onto an existing file needs `replace`, and then replaces it.
+    let other = alice.upload("/other.txt", b"other", None).await;
+    let clash = alice
+        .post("/move")
+        .json(&json!({"id": other.file_id, "to": "/archive/2026.txt"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(clash, StatusCode::CONFLICT, ErrorCode::AlreadyExists).await;
+    let replaced = alice
+        .post("/move")
+        .json(&json!({"id": other.file_id, "to": "/archive/2026.txt", "replace": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), StatusCode::OK);
+    assert_eq!(
+        alice.stat_entry("/archive/2026.txt").await.id,
+        other.file_id
+    );
+    // A file cannot replace a directory.
+    let onto_dir = alice
+        .post("/move")
+        .json(&json!({"id": other.file_id, "to": "/archive/inner", "replace": true}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(onto_dir, StatusCode::CONFLICT, ErrorCode::IsADirectory).await;
+}
+
+#[tokio::test]
+async fn delete_files_and_directories() {
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    let file = alice.upload("/d/sub/f", b"x", None).await;
+    let d = alice.stat_entry("/d").await;
+    let not_empty = alice
+        .delete(&format!("/file/{}", d.id))
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        not_empty,
+        StatusCode::CONFLICT,
+        ErrorCode::DirectoryNotEmpty,
+    )
+    .await;
+    let gone = alice
+        .delete(&format!("/file/{}?recursive=true", d.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::OK);
+    let body: serde_json::Value = gone.json().await.unwrap();
+    assert_eq!(body["deleted"], 3);
+    let download = alice
+        .get(&format!("/download?file_id={}", file.file_id))
+        .send()
+        .await
+        .unwrap();
+    expect_error(download, StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
+    // The name is free again.
+    alice.upload("/d/sub/f", b"y", None).await;
+    let by_path = alice
+        .post("/delete")
+        .json(&json!({"path": "/d/sub/f"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_path.status(), StatusCode::OK);
+    let root = alice
+        .post("/delete")
+        .json(&json!({"path": "/", "recursive": true}))
+        .send()
+        .await;
+    expect_error(
+        root.unwrap(),
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidMove,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn symlinks_hold_their_target() {
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    let created = alice
+        .post("/symlink")
+        .json(&json!({"path": "/link", "target": "../some/where"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let entry = alice.stat_entry("/link").await;
+    assert_eq!(entry.kind, EntryKind::Symlink);
+    assert_eq!(entry.target.as_deref(), Some("../some/where"));
+    assert_eq!(entry.size, 13);
+    // Uploading over a symlink is refused.
+    expect_error(
+        alice.upload_raw("/link", b"x".to_vec(), None).await,
+        StatusCode::CONFLICT,
+        ErrorCode::AlreadyExists,
+    )
+    .await;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, every test suite, and the practice script.
+# CI runs exactly this (.ci/run); so does a developer before pushing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tests/install-deps.sh
+
+echo "== format"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --profile ci
+  # nextest does not run doctests.
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked
+fi
+echo "== practice: upload and download 10 files with curl"
+cargo build --workspace --locked --bins
+tests/practice_upload_download.sh target/debug/cubby-server
+echo "== all passed"
