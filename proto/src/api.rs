@@ -121,3 +121,75 @@ pub struct DeleteResponse {
     /// How many entries were removed (the entry and, when recursive, its descendants).
     pub deleted: u64,
 }
+
+/// One chunk of a file, in order: its BLAKE3 hash and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSpec {
+    pub hash: ContentHash,
+    pub size: u32,
+}
+
+/// `POST /upload/begin`: announce a file by its chunk list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BeginUploadRequest {
+    /// Where the file goes (exactly one of `path` and `file_id`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// An existing file to give a new version, wherever it is now.
+    #[serde(default)]
+    pub file_id: Option<u64>,
+    /// The version the content is based on (none: create a new file).
+    #[serde(default)]
+    pub base_version: Option<u64>,
+    pub size: u64,
+    /// BLAKE3 of the whole content.
+    pub hash: ContentHash,
+    pub chunks: Vec<ChunkSpec>,
+}
+
+/// A chunk the server does not hold for this user, and where to `PUT` it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkUpload {
+    pub hash: ContentHash,
+    pub size: u32,
+    /// A signed, expiring URL, relative to the server's base URL.
+    pub url: String,
+}
+
+/// Answer to `POST /upload/begin`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BeginUploadResponse {
+    pub upload_id: String,
+    /// Unix seconds after which the session and its URLs are void.
+    pub expires_at: i64,
+    /// Distinct chunks to send; every other chunk is already held by this user.
+    pub missing: Vec<ChunkUpload>,
+    /// Bytes of the file the server already holds for this user.
+    pub reused_bytes: u64,
+}
+
+/// `POST /upload/complete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteUploadRequest {
+    pub upload_id: String,
+}
+
+/// One chunk of a version, where it sits in the file, and a signed URL to `GET` it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkDownload {
+    pub hash: ContentHash,
+    pub size: u32,
+    pub offset: u64,
+    /// A signed, expiring URL, relative to the server's base URL.
+    pub url: String,
+}
+
+/// Answer to `GET /file/{id}/chunks`: a version as a list of chunk URLs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileManifest {
+    pub file_id: u64,
+    pub version: u64,
+    pub size: u64,
+    pub hash: ContentHash,
+    pub chunks: Vec<ChunkDownload>,
+}

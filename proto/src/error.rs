@@ -39,6 +39,10 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     /// Content does not match its declared hash or size.
     HashMismatch,
+    /// `upload/complete` found chunks that were never sent.
+    ChunksMissing,
+    /// The upload session is unknown or has expired.
+    UploadExpired,
     /// The server's storage is full.
     InsufficientStorage,
     /// A user of that name exists.

@@ -87,35 +87,6 @@ impl AuthKeys {
         }
     }
 
-    /// Reads the secret at `path`, creating it (0600, fsynced) when absent.
-    pub fn load_or_create(path: &Path, ttl: Duration) -> std::io::Result<Self> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let secret = hex::decode(text.trim()).map_err(std::io::Error::other)?;
-                if secret.len() < 32 {
-                    return Err(std::io::Error::other("jwt.secret is shorter than 32 bytes"));
-                }
-                Ok(Self::from_secret(&secret, ttl))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut secret = [0u8; 32];
-                getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
-                let tmp = path.with_extension("tmp");
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                file.write_all(hex::encode(secret).as_bytes())?;
-                file.sync_all()?;
-                std::fs::rename(&tmp, path)?;
-                Ok(Self::from_secret(&secret, ttl))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// A token for `user`, and when it expires (Unix seconds).
     pub fn issue(&self, user: &UserRecord) -> Result<(String, i64), jsonwebtoken::errors::Error> {
         let iat = now_secs();
@@ -142,6 +113,36 @@ impl AuthKeys {
             .parse()
             .map(UserId)
             .map_err(|_| TokenError::BadSubject)
+    }
+}
+
+/// Reads the server secret at `path`, creating it (32 random bytes, hex, mode 0600,
+/// fsynced, renamed into place) when absent. Tokens and signed URLs derive from it.
+pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let secret = hex::decode(text.trim()).map_err(std::io::Error::other)?;
+            if secret.len() < 32 {
+                return Err(std::io::Error::other("the secret is shorter than 32 bytes"));
+            }
+            Ok(secret)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
+            let tmp = path.with_extension("tmp");
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(hex::encode(secret).as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            Ok(secret.to_vec())
+        }
+        Err(e) => Err(e),
     }
 }
 

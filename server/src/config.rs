@@ -20,6 +20,15 @@ pub struct ServerConfig {
     pub max_json_bytes: usize,
     /// How long a login token is valid. Default: 24 hours.
     pub token_ttl: Duration,
+    /// How long a chunked-upload session (and its signed PUT URLs) lives. Default: 24 h.
+    pub upload_ttl: Duration,
+    /// How long a signed chunk GET URL is valid. Default: 1 hour.
+    pub download_url_ttl: Duration,
+    /// How often garbage collection runs. Default: 10 minutes.
+    pub gc_interval: Duration,
+    /// A chunk is collected only if unreferenced and last written longer ago than this.
+    /// Default: 1 hour.
+    pub gc_grace: Duration,
 }
 
 /// 127.0.0.1:8420, the address the client assumes when none is configured.
@@ -35,6 +44,10 @@ impl ServerConfig {
             max_upload_bytes: 16 << 30,
             max_json_bytes: 64 << 10,
             token_ttl: Duration::from_secs(24 * 3600),
+            upload_ttl: Duration::from_secs(24 * 3600),
+            download_url_ttl: Duration::from_secs(3600),
+            gc_interval: Duration::from_secs(600),
+            gc_grace: Duration::from_secs(3600),
         }
     }
 

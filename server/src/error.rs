@@ -78,6 +78,7 @@ impl From<MetaError> for ApiError {
             MetaError::DirectoryNotEmpty => Self::new(S::CONFLICT, C::DirectoryNotEmpty, message),
             MetaError::InvalidMove => Self::new(S::BAD_REQUEST, C::InvalidMove, message),
             MetaError::UserExists => Self::new(S::CONFLICT, C::UserExists, message),
+            MetaError::ChunksMissing => Self::new(S::CONFLICT, C::ChunksMissing, message),
             MetaError::VersionConflict { current } => Self {
                 current_version: Some(current),
                 ..Self::new(S::CONFLICT, C::VersionConflict, message)

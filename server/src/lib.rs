@@ -12,6 +12,8 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod meta;
+pub mod signing;
+pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +25,8 @@ pub use config::ServerConfig;
 
 use crate::auth::AuthKeys;
 use crate::blob::{BlobStore, LocalBlobStore};
-use crate::meta::{MetaStore, SqliteMetaStore};
+use crate::meta::{ChunkPresence, ChunkRef, MetaStore, SqliteMetaStore};
+use crate::signing::UrlSigner;
 
 /// Everything a request handler may use. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -31,6 +34,7 @@ pub struct AppState {
     pub meta: Arc<dyn MetaStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub keys: Arc<AuthKeys>,
+    pub signer: Arc<UrlSigner>,
     pub config: Arc<ServerConfig>,
     /// A password hash that matches nothing, so logins of unknown users take as long
     /// as logins of known ones.
@@ -62,15 +66,46 @@ pub fn open(config: ServerConfig) -> Result<AppState, StartError> {
     })?;
     let meta = SqliteMetaStore::open(&config.meta_path())?;
     let blobs = LocalBlobStore::open(&config.blob_root())?;
-    let keys = AuthKeys::load_or_create(&config.secret_path(), config.token_ttl)
-        .map_err(StartError::Secret)?;
+    let secret = auth::load_or_create_secret(&config.secret_path()).map_err(StartError::Secret)?;
     Ok(AppState {
         meta: Arc::new(meta),
         blobs: Arc::new(blobs),
-        keys: Arc::new(keys),
+        keys: Arc::new(AuthKeys::from_secret(&secret, config.token_ttl)),
+        signer: Arc::new(UrlSigner::new(&secret)),
         config: Arc::new(config),
         dummy_hash: api::auth::dummy_hash(),
     })
+}
+
+impl AppState {
+    /// The check a commit runs, inside its transaction, that its chunks are stored.
+    pub fn presence(&self) -> Arc<dyn ChunkPresence> {
+        Arc::new(BlobPresence {
+            blobs: Arc::clone(&self.blobs),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+}
+
+/// [`ChunkPresence`] over a [`BlobStore`], for use on the metadata's blocking thread.
+struct BlobPresence {
+    blobs: Arc<dyn BlobStore>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ChunkPresence for BlobPresence {
+    fn all_present(&self, chunks: &[ChunkRef]) -> Result<bool, String> {
+        for chunk in chunks {
+            if !self
+                .runtime
+                .block_on(self.blobs.contains(chunk.hash))
+                .map_err(|e| e.to_string())?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// The HTTP application.

@@ -48,6 +48,35 @@ async fn concurrent_puts_of_one_blob(store: Arc<dyn BlobStore>) {
     assert_eq!(store.get(hash).await.unwrap(), data);
 }
 
+async fn ages_for_collection(store: Arc<dyn BlobStore>) {
+    use std::time::{Duration, SystemTime};
+    let data = Bytes::from_static(b"aging");
+    let hash = ContentHash::of(&data);
+    store.put(hash, data.clone()).await.unwrap();
+    let later = SystemTime::now() + Duration::from_secs(5);
+    assert!(store.list_older_than(later).await.unwrap().contains(&hash));
+    let earlier = SystemTime::now() - Duration::from_secs(3600);
+    assert!(
+        !store
+            .list_older_than(earlier)
+            .await
+            .unwrap()
+            .contains(&hash)
+    );
+    // Putting it again makes it young again.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.put(hash, data).await.unwrap(), PutOutcome::Existed);
+    assert!(
+        !store
+            .list_older_than(between)
+            .await
+            .unwrap()
+            .contains(&hash)
+    );
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
@@ -62,6 +91,7 @@ macro_rules! conformance {
             conformance!(@case put_get_delete);
             conformance!(@case wrong_hash_is_refused);
             conformance!(@case concurrent_puts_of_one_blob);
+            conformance!(@case ages_for_collection);
         }
     };
     (@case $name:ident) => {

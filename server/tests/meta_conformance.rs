@@ -6,8 +6,8 @@ use std::sync::Arc;
 use cubby_proto::api::EntryKind;
 use cubby_proto::{ContentHash, RemotePath};
 use cubby_server::meta::{
-    ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore, NewContent, SqliteMetaStore,
-    UserId,
+    ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore, NewContent,
+    SqliteMetaStore, UploadSession, UserId,
 };
 
 fn path(p: &str) -> Location {
@@ -36,7 +36,156 @@ fn commit(p: &str, base: Option<u64>, data: &[u8]) -> CommitRequest {
         base_version: base,
         create_parents: true,
         content: content(data),
+        upload_id: None,
     }
+}
+
+/// A blob store that has everything, or nothing.
+struct Present(bool);
+
+impl ChunkPresence for Present {
+    fn all_present(&self, _: &[ChunkRef]) -> Result<bool, String> {
+        Ok(self.0)
+    }
+}
+
+fn all() -> Arc<dyn ChunkPresence> {
+    Arc::new(Present(true))
+}
+
+fn hours_from_now(hours: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    now.as_nanos() as i64 + hours * 3_600_000_000_000
+}
+
+fn session(id: &str, p: &str, base: Option<u64>, data: &[&[u8]], expires_ns: i64) -> UploadSession {
+    let chunks: Vec<ChunkRef> = data
+        .iter()
+        .map(|d| ChunkRef {
+            hash: ContentHash::of(d),
+            size: d.len() as u32,
+        })
+        .collect();
+    UploadSession {
+        id: id.to_owned(),
+        target: path(p),
+        base_version: base,
+        size: chunks.iter().map(|c| u64::from(c.size)).sum(),
+        hash: ContentHash::of(&data.concat()),
+        chunks,
+        expires_ns,
+    }
+}
+
+async fn upload_sessions(store: Arc<dyn MetaStore>) {
+    let a = store.create_user("a", "h").await.unwrap();
+    let b = store.create_user("b", "h").await.unwrap();
+    // Alice holds chunk "x" after committing it.
+    store
+        .commit(a, commit("/has-x", None, b"x"), all())
+        .await
+        .unwrap();
+    let s = session("s1", "/f", None, &[b"x", b"y"], hours_from_now(1));
+    assert_eq!(store.begin_upload(a, s).await.unwrap(), [true, false]);
+    // Bob does not hold Alice's chunk: dedup is per user.
+    let s = session("s2", "/f", None, &[b"x"], hours_from_now(1));
+    assert_eq!(store.begin_upload(b, s).await.unwrap(), [false]);
+    let state = store.upload_state(a, "s1").await.unwrap();
+    assert_eq!(state.available, [true, false]);
+    assert!(state.committed.is_none());
+    // Sessions are private.
+    assert!(matches!(
+        store.upload_state(b, "s1").await,
+        Err(MetaError::NotFound)
+    ));
+    store
+        .mark_received("s1", ContentHash::of(b"y"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.mark_received("s1", ContentHash::of(b"z")).await,
+        Err(MetaError::NotFound)
+    ));
+    assert_eq!(
+        store.upload_state(a, "s1").await.unwrap().available,
+        [true, true]
+    );
+    let mut request = commit("/f", None, b"xy");
+    request.upload_id = Some("s1".into());
+    let entry = store.commit(a, request, all()).await.unwrap();
+    assert_eq!(
+        store.upload_state(a, "s1").await.unwrap().committed,
+        Some((entry.id, 1))
+    );
+    // Expired sessions are gone, and expiry deletes them.
+    let old = session("s3", "/g", None, &[b"q"], hours_from_now(-1));
+    store.begin_upload(a, old).await.unwrap();
+    assert!(matches!(
+        store.upload_state(a, "s3").await,
+        Err(MetaError::NotFound)
+    ));
+    assert!(matches!(
+        store.mark_received("s3", ContentHash::of(b"q")).await,
+        Err(MetaError::NotFound)
+    ));
+    assert_eq!(store.expire_uploads(hours_from_now(0)).await.unwrap(), 1);
+}
+
+async fn commits_check_presence(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    let result = store
+        .commit(u, commit("/f", None, b"data"), Arc::new(Present(false)))
+        .await;
+    assert!(matches!(result, Err(MetaError::ChunksMissing)));
+    assert!(matches!(
+        store.resolve(u, &path("/f")).await,
+        Err(MetaError::NotFound)
+    ));
+}
+
+async fn collection_spares_referenced_chunks(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    store
+        .commit(u, commit("/kept", None, b"kept"), all())
+        .await
+        .unwrap();
+    let live = session("live", "/p", None, &[b"pending"], hours_from_now(1));
+    store.begin_upload(u, live).await.unwrap();
+    let dead = session("dead", "/d", None, &[b"dead"], hours_from_now(-1));
+    store.begin_upload(u, dead).await.unwrap();
+    let deleted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for data in [&b"kept"[..], b"pending", b"dead", b"never-referenced"] {
+        let hash = ContentHash::of(data);
+        let log = Arc::clone(&deleted);
+        let delete = Box::new(move || {
+            log.lock().unwrap().push(hash);
+            Ok(())
+        });
+        let collected = store.collect_chunk(hash, delete).await.unwrap();
+        let expected = data == b"dead" || data == b"never-referenced";
+        assert_eq!(collected, expected, "{}", String::from_utf8_lossy(data));
+    }
+    assert_eq!(deleted.lock().unwrap().len(), 2);
+    // Chunks of deleted files stay referenced (their versions remain).
+    let gone = store
+        .commit(u, commit("/gone", None, b"gone"), all())
+        .await
+        .unwrap();
+    store.delete(u, EntryId(gone.id), false).await.unwrap();
+    let spared = store
+        .collect_chunk(ContentHash::of(b"gone"), Box::new(|| Ok(())))
+        .await;
+    assert!(!spared.unwrap());
+    // A failed delete is an error, not a success.
+    let failing = Box::new(|| Err("disk on fire".to_owned()));
+    assert!(
+        store
+            .collect_chunk(ContentHash::of(b"other"), failing)
+            .await
+            .is_err()
+    );
 }
 
 async fn users(store: Arc<dyn MetaStore>) {
@@ -67,20 +216,22 @@ async fn users(store: Arc<dyn MetaStore>) {
 async fn commits_and_versions(store: Arc<dyn MetaStore>) {
     let u = store.create_user("u", "h").await.unwrap();
     let v1 = store
-        .commit(u, commit("/a/b/f", None, b"one"))
+        .commit(u, commit("/a/b/f", None, b"one"), all())
         .await
         .unwrap();
     assert_eq!((v1.version, v1.size, v1.kind), (1, 3, EntryKind::File));
     assert!(matches!(
-        store.commit(u, commit("/a/b/f", None, b"x")).await,
+        store.commit(u, commit("/a/b/f", None, b"x"), all()).await,
         Err(MetaError::VersionConflict { current: 1 })
     ));
     assert!(matches!(
-        store.commit(u, commit("/a/b/f", Some(7), b"x")).await,
+        store
+            .commit(u, commit("/a/b/f", Some(7), b"x"), all())
+            .await,
         Err(MetaError::VersionConflict { current: 1 })
     ));
     let v2 = store
-        .commit(u, commit("/a/b/f", Some(1), b"two!"))
+        .commit(u, commit("/a/b/f", Some(1), b"two!"), all())
         .await
         .unwrap();
     assert_eq!((v2.id, v2.version, v2.size), (v1.id, 2, 4));
@@ -101,27 +252,30 @@ async fn commits_and_versions(store: Arc<dyn MetaStore>) {
     ));
     // A base version for a file that does not exist is a conflict with version 0.
     assert!(matches!(
-        store.commit(u, commit("/new", Some(3), b"x")).await,
+        store.commit(u, commit("/new", Some(3), b"x"), all()).await,
         Err(MetaError::VersionConflict { current: 0 })
     ));
     // Without create_parents a missing parent is NotFound.
     let mut no_parents = commit("/missing/f", None, b"x");
     no_parents.create_parents = false;
     assert!(matches!(
-        store.commit(u, no_parents).await,
+        store.commit(u, no_parents, all()).await,
         Err(MetaError::NotFound)
     ));
     // Committing over a directory.
     assert!(matches!(
-        store.commit(u, commit("/a/b", None, b"x")).await,
+        store.commit(u, commit("/a/b", None, b"x"), all()).await,
         Err(MetaError::IsADirectory)
     ));
     // Under a file.
     assert!(matches!(
-        store.commit(u, commit("/a/b/f/g", None, b"x")).await,
+        store.commit(u, commit("/a/b/f/g", None, b"x"), all()).await,
         Err(MetaError::NotADirectory)
     ));
-    let empty = store.commit(u, commit("/empty", None, b"")).await.unwrap();
+    let empty = store
+        .commit(u, commit("/empty", None, b""), all())
+        .await
+        .unwrap();
     let empty = store
         .version_content(u, EntryId(empty.id), None)
         .await
@@ -132,7 +286,10 @@ async fn commits_and_versions(store: Arc<dyn MetaStore>) {
 async fn users_are_isolated(store: Arc<dyn MetaStore>) {
     let a = store.create_user("a", "h").await.unwrap();
     let b = store.create_user("b", "h").await.unwrap();
-    let file = store.commit(a, commit("/f", None, b"a")).await.unwrap();
+    let file = store
+        .commit(a, commit("/f", None, b"a"), all())
+        .await
+        .unwrap();
     let dir = store.mkdir(a, &path("/d"), false, 0o755).await.unwrap();
     let id = EntryId(file.id);
     assert!(matches!(store.entry(b, id).await, Err(MetaError::NotFound)));
@@ -190,7 +347,7 @@ async fn mkdir_and_children(store: Arc<dyn MetaStore>) {
     };
     store.mkdir(u, &child, false, 0o755).await.unwrap();
     store
-        .commit(u, commit("/a/0file", None, b"z"))
+        .commit(u, commit("/a/0file", None, b"z"), all())
         .await
         .unwrap();
     let names: Vec<String> = store
@@ -214,8 +371,14 @@ async fn mkdir_and_children(store: Arc<dyn MetaStore>) {
 
 async fn rename_rules(store: Arc<dyn MetaStore>) {
     let u = store.create_user("u", "h").await.unwrap();
-    let f = store.commit(u, commit("/d1/f", None, b"f")).await.unwrap();
-    let g = store.commit(u, commit("/d1/g", None, b"g")).await.unwrap();
+    let f = store
+        .commit(u, commit("/d1/f", None, b"f"), all())
+        .await
+        .unwrap();
+    let g = store
+        .commit(u, commit("/d1/g", None, b"g"), all())
+        .await
+        .unwrap();
     let d1 = store.resolve(u, &path("/d1")).await.unwrap();
     store.mkdir(u, &path("/d2/sub"), true, 0o755).await.unwrap();
     // Ids survive a move.
@@ -299,7 +462,10 @@ async fn rename_rules(store: Arc<dyn MetaStore>) {
 
 async fn delete_rules(store: Arc<dyn MetaStore>) {
     let u = store.create_user("u", "h").await.unwrap();
-    store.commit(u, commit("/d/e/f", None, b"f")).await.unwrap();
+    store
+        .commit(u, commit("/d/e/f", None, b"f"), all())
+        .await
+        .unwrap();
     let d = store.resolve(u, &path("/d")).await.unwrap();
     assert!(matches!(
         store.delete(u, EntryId(d.id), false).await,
@@ -320,19 +486,25 @@ async fn delete_rules(store: Arc<dyn MetaStore>) {
         Err(MetaError::InvalidMove)
     ));
     // The name can be used again, by a new entry with a new id.
-    let again = store.commit(u, commit("/d/e/f", None, b"g")).await.unwrap();
+    let again = store
+        .commit(u, commit("/d/e/f", None, b"g"), all())
+        .await
+        .unwrap();
     assert_eq!(again.version, 1);
 }
 
 async fn concurrent_commits_are_serialised(store: Arc<dyn MetaStore>) {
     let u = store.create_user("u", "h").await.unwrap();
-    store.commit(u, commit("/race", None, b"0")).await.unwrap();
+    store
+        .commit(u, commit("/race", None, b"0"), all())
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..16u8 {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
             store
-                .commit(u, commit("/race", Some(1), &[i]))
+                .commit(u, commit("/race", Some(1), &[i]), all())
                 .await
                 .is_ok()
         }));
@@ -362,6 +534,9 @@ macro_rules! conformance {
             conformance!(@case rename_rules);
             conformance!(@case delete_rules);
             conformance!(@case concurrent_commits_are_serialised);
+            conformance!(@case upload_sessions);
+            conformance!(@case commits_check_presence);
+            conformance!(@case collection_spares_referenced_chunks);
         }
     };
     (@case $name:ident) => {

@@ -121,7 +121,9 @@ pub async fn upload(
                 base_version,
                 create_parents: true,
                 content,
+                upload_id: None,
             },
+            state.presence(),
         )
         .await?;
     tracing::info!(user = user.id.0, %path, file_id = entry.id, version = entry.version, size, "upload");

@@ -7,6 +7,7 @@
 //! [`BlobStore`]: crate::blob::BlobStore
 
 pub mod auth;
+mod chunks;
 mod files;
 pub mod range;
 mod tree;
@@ -17,9 +18,13 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use cubby_proto::ErrorCode;
+use cubby_proto::chunking::MAX_CHUNK;
 
 use crate::AppState;
 use crate::error::ApiError;
+
+/// Room for the chunk list of the largest file (about 100 bytes of JSON per chunk).
+const BEGIN_BODY_LIMIT: usize = 16 << 20;
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
@@ -34,6 +39,18 @@ pub fn router(state: AppState) -> Router {
             post(files::upload).layer(DefaultBodyLimit::max(max_upload)),
         )
         .route("/download", get(files::download))
+        .route(
+            "/upload/begin",
+            post(chunks::begin).layer(DefaultBodyLimit::max(BEGIN_BODY_LIMIT)),
+        )
+        .route("/upload/complete", post(chunks::complete))
+        .route(
+            "/chunks/{hash}",
+            get(chunks::get_chunk)
+                .put(chunks::put_chunk)
+                .layer(DefaultBodyLimit::max(MAX_CHUNK as usize + 1)),
+        )
+        .route("/file/{id}/chunks", get(chunks::manifest))
         .route("/stat", get(tree::stat))
         .route("/list", get(tree::list))
         .route("/file/{id}", get(tree::entry).delete(tree::remove))

@@ -8,6 +8,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -65,7 +66,16 @@ impl LocalBlobStore {
         }
         let path = self.blob_path(&hash);
         if path.exists() {
-            return Ok(PutOutcome::Existed);
+            // Refresh the age, so garbage collection leaves it a whole grace period.
+            let refreshed = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+            match refreshed {
+                Ok(()) => return Ok(PutOutcome::Existed),
+                Err(e) if e.kind() == ErrorKind::NotFound => {} // collected meanwhile: write it
+                Err(e) => return Err(io_error(e)),
+            }
         }
         let mut random = [0u8; 12];
         getrandom::fill(&mut random).map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
@@ -131,6 +141,29 @@ impl BlobStore for LocalBlobStore {
     async fn contains(&self, hash: ContentHash) -> Result<bool, BlobError> {
         let path = self.blob_path(&hash);
         blocking(move || Ok(path.exists())).await
+    }
+
+    async fn list_older_than(&self, cutoff: SystemTime) -> Result<Vec<ContentHash>, BlobError> {
+        let chunks = self.root.join("chunks");
+        blocking(move || {
+            let mut out = Vec::new();
+            for fan in fs::read_dir(&chunks)? {
+                for blob in fs::read_dir(fan?.path())? {
+                    let blob = blob?;
+                    let Some(hash) = blob.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                        continue;
+                    };
+                    match blob.metadata().and_then(|m| m.modified()) {
+                        Ok(modified) if modified < cutoff => out.push(hash),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(BlobError::Io(e)),
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn delete(&self, hash: ContentHash) -> Result<(), BlobError> {

@@ -4,10 +4,13 @@
 //! store comes later). Promises every engine keeps:
 //! - `put` stores bytes only under their own hash (a mismatch is refused and nothing is
 //!   kept) and returns only once the blob is durable;
-//! - `put` is idempotent, and concurrent puts of one hash are safe;
+//! - `put` is idempotent, and concurrent puts of one hash are safe; a put of a blob that
+//!   exists refreshes its age, so collection waits a full grace period after it;
 //! - `get` verifies the bytes against the hash before handing them out.
 
 pub mod local;
+
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -51,4 +54,8 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes blob `hash`; removing an absent blob is not an error.
     async fn delete(&self, hash: ContentHash) -> Result<(), BlobError>;
+
+    /// Blobs last put before `cutoff` (a put of an existing blob counts as a put):
+    /// the candidates for garbage collection.
+    async fn list_older_than(&self, cutoff: SystemTime) -> Result<Vec<ContentHash>, BlobError>;
 }

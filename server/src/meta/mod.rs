@@ -37,6 +37,8 @@ pub enum Location {
     Path(RemotePath),
     /// A name inside a directory given by id.
     Child { parent: EntryId, name: Name },
+    /// An existing entry, wherever it is now.
+    Entry(EntryId),
 }
 
 /// One chunk of a version, in order.
@@ -84,6 +86,41 @@ pub struct CommitRequest {
     /// Create missing parent directories.
     pub create_parents: bool,
     pub content: NewContent,
+    /// The chunked-upload session this commit completes, if any: it is marked committed
+    /// in the same transaction, so a retried `complete` answers the same result.
+    pub upload_id: Option<String>,
+}
+
+/// Checks, from inside the metadata transaction, that chunks are in the blob store.
+/// Garbage collection deletes blobs inside a metadata transaction too, so a commit and
+/// a collection of the same chunk are serialised: a commit never refers to a blob that
+/// is being deleted.
+pub trait ChunkPresence: Send + Sync {
+    /// Whether every chunk is present. Called on a blocking thread.
+    fn all_present(&self, chunks: &[ChunkRef]) -> Result<bool, String>;
+}
+
+/// A chunked-upload session.
+#[derive(Debug, Clone)]
+pub struct UploadSession {
+    pub id: String,
+    pub target: Location,
+    pub base_version: Option<u64>,
+    pub size: u64,
+    pub hash: ContentHash,
+    pub chunks: Vec<ChunkRef>,
+    /// Unix nanoseconds.
+    pub expires_ns: i64,
+}
+
+/// A session as stored, with what has arrived.
+#[derive(Debug, Clone)]
+pub struct UploadState {
+    pub session: UploadSession,
+    /// Per chunk (in order): received in this session, or already held by the user.
+    pub available: Vec<bool>,
+    /// `(file_id, version)` once committed.
+    pub committed: Option<(u64, u64)>,
 }
 
 /// Errors of the metadata store.
@@ -105,6 +142,8 @@ pub enum MetaError {
     VersionConflict { current: u64 },
     #[error("a user of that name exists")]
     UserExists,
+    #[error("chunks are missing from the blob store")]
+    ChunksMissing,
     #[error("metadata backend: {0}")]
     Backend(String),
 }
@@ -148,8 +187,15 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         target: &str,
     ) -> Result<Entry, MetaError>;
 
-    /// Commits a new version of a file, atomically, after the base-version check.
-    async fn commit(&self, user: UserId, request: CommitRequest) -> Result<Entry, MetaError>;
+    /// Commits a new version of a file, atomically: checks the base version, then asks
+    /// `presence` (inside the transaction) whether every chunk is in the blob store
+    /// (else `ChunksMissing`), then writes the version, its chunk list and the entry.
+    async fn commit(
+        &self,
+        user: UserId,
+        request: CommitRequest,
+        presence: std::sync::Arc<dyn ChunkPresence>,
+    ) -> Result<Entry, MetaError>;
 
     /// A version of a file (`None`: the current one) with its chunk list.
     async fn version_content(
@@ -173,4 +219,32 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes an entry; a non-empty directory only with `recursive`. Returns how many
     /// entries were deleted. The root cannot be deleted (`InvalidMove`).
     async fn delete(&self, user: UserId, id: EntryId, recursive: bool) -> Result<u64, MetaError>;
+
+    /// Records a new upload session; returns, per chunk, whether the user already holds
+    /// it (references it from a committed version). Dedup is scoped to the user: a chunk
+    /// held only by others counts as not held.
+    async fn begin_upload(
+        &self,
+        user: UserId,
+        session: UploadSession,
+    ) -> Result<Vec<bool>, MetaError>;
+
+    /// The user's session `id`, unless unknown or expired (`NotFound`).
+    async fn upload_state(&self, user: UserId, id: &str) -> Result<UploadState, MetaError>;
+
+    /// Marks chunk `hash` received in session `id` (the caller checked the URL's
+    /// signature). `NotFound` if the session is unknown, expired, or lacks the chunk.
+    async fn mark_received(&self, id: &str, hash: ContentHash) -> Result<(), MetaError>;
+
+    /// Deletes sessions that expired before `now_ns`; returns how many.
+    async fn expire_uploads(&self, now_ns: i64) -> Result<u64, MetaError>;
+
+    /// Deletes chunk `hash` if nothing refers to it (no version, no live upload session):
+    /// forgets it in every user's held set and calls `delete` (which removes the blob)
+    /// inside the same transaction. Returns whether it was deleted.
+    async fn collect_chunk(
+        &self,
+        hash: ContentHash,
+        delete: Box<dyn FnOnce() -> Result<(), String> + Send>,
+    ) -> Result<bool, MetaError>;
 }

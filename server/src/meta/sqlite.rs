@@ -15,12 +15,15 @@ use cubby_proto::{ContentHash, Name};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore, UserId, UserRecord,
-    VersionContent, VersionRecord,
+    ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore, UploadSession,
+    UploadState, UserId, UserRecord, VersionContent, VersionRecord,
 };
 
 /// Numbered migrations; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_uploads.sql"),
+];
 
 const ENTRY_COLUMNS: &str =
     "id, parent_id, name, kind, mode, mtime_ns, size, version, hash, target";
@@ -224,6 +227,7 @@ fn resolve(tx: &Transaction<'_>, user: UserId, location: &Location) -> Result<En
             let dir = require_dir(load_entry(tx, user, parent.0)?)?;
             child(tx, dir.id, name.as_str())?.ok_or(MetaError::NotFound)
         }
+        Location::Entry(id) => load_entry(tx, user, id.0),
     }
 }
 
@@ -248,6 +252,15 @@ fn resolve_parent(
         }
         Location::Child { parent, name } => {
             Ok((require_dir(load_entry(tx, user, parent.0)?)?, name.clone()))
+        }
+        Location::Entry(id) => {
+            let entry = load_entry(tx, user, id.0)?;
+            let parent = entry.parent_id.ok_or(MetaError::IsADirectory)?;
+            let name = entry
+                .name
+                .parse()
+                .map_err(|e| MetaError::Backend(format!("{e}")))?;
+            Ok((require_dir(load_entry(tx, user, parent)?)?, name))
         }
     }
 }
@@ -330,6 +343,7 @@ fn commit_in(
     tx: &Transaction<'_>,
     user: UserId,
     request: CommitRequest,
+    presence: &dyn ChunkPresence,
 ) -> Result<Entry, MetaError> {
     let (dir, name) = resolve_parent(tx, user, &request.location, request.create_parents)?;
     let existing = child(tx, dir.id, name.as_str())?;
@@ -360,6 +374,12 @@ fn commit_in(
             EntryKind::File => (entry.id, entry.version + 1),
         },
     };
+    if !presence
+        .all_present(&request.content.chunks)
+        .map_err(MetaError::Backend)?
+    {
+        return Err(MetaError::ChunksMissing);
+    }
     let now = now_ns();
     let content = &request.content;
     tx.execute(
@@ -388,7 +408,136 @@ fn commit_in(
         "UPDATE entries SET version = ?2, size = ?3, hash = ?4, mtime_ns = ?5 WHERE id = ?1",
         params![file_id, number, content.size, content.hash.as_bytes(), now],
     )?;
+    if let Some(upload) = &request.upload_id {
+        tx.execute(
+            "UPDATE uploads SET committed_file_id = ?2, committed_version = ?3 WHERE id = ?1",
+            params![upload, file_id, number],
+        )?;
+    }
     load_entry(tx, user, file_id)
+}
+
+fn holds_chunk(tx: &Transaction<'_>, user: UserId, hash: &ContentHash) -> Result<bool, MetaError> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM user_chunks WHERE user_id = ?1 AND hash = ?2")?
+        .query_row(params![user.0, hash.as_bytes()], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn begin_upload_in(
+    tx: &Transaction<'_>,
+    user: UserId,
+    session: &UploadSession,
+) -> Result<Vec<bool>, MetaError> {
+    let (path, file_id) = match &session.target {
+        Location::Path(path) => (Some(path.to_string()), None),
+        Location::Entry(id) => (None, Some(id.0)),
+        Location::Child { .. } => {
+            return Err(MetaError::Backend(
+                "an upload targets a path or a file id".into(),
+            ));
+        }
+    };
+    tx.execute(
+        "INSERT INTO uploads (id, user_id, path, file_id, base_version, size, hash, created_ns, expires_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            session.id,
+            user.0,
+            path,
+            file_id,
+            session.base_version,
+            session.size,
+            session.hash.as_bytes(),
+            now_ns(),
+            session.expires_ns
+        ],
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO upload_chunks (upload_id, seq, hash, size) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut held = Vec::with_capacity(session.chunks.len());
+    for (seq, chunk) in session.chunks.iter().enumerate() {
+        insert.execute(params![session.id, seq, chunk.hash.as_bytes(), chunk.size])?;
+        held.push(holds_chunk(tx, user, &chunk.hash)?);
+    }
+    Ok(held)
+}
+
+fn upload_state_in(tx: &Transaction<'_>, user: UserId, id: &str) -> Result<UploadState, MetaError> {
+    type Row = (
+        Option<String>,
+        Option<u64>,
+        Option<u64>,
+        u64,
+        Vec<u8>,
+        i64,
+        Option<u64>,
+        Option<u64>,
+    );
+    let row: Option<Row> = tx
+        .query_row(
+            "SELECT path, file_id, base_version, size, hash, expires_ns, committed_file_id,
+                    committed_version
+             FROM uploads WHERE id = ?1 AND user_id = ?2 AND expires_ns > ?3",
+            params![id, user.0, now_ns()],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            },
+        )
+        .optional()?;
+    let (path, file_id, base_version, size, hash, expires_ns, committed_file, committed_version) =
+        row.ok_or(MetaError::NotFound)?;
+    let target = match (path, file_id) {
+        (Some(path), _) => Location::Path(
+            path.parse()
+                .map_err(|e| MetaError::Backend(format!("stored path: {e}")))?,
+        ),
+        (None, Some(id)) => Location::Entry(EntryId(id)),
+        (None, None) => return Err(MetaError::Backend("upload without a target".into())),
+    };
+    let mut stmt = tx.prepare_cached(
+        "SELECT hash, size, received FROM upload_chunks WHERE upload_id = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt
+        .query_map(params![id], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut chunks = Vec::with_capacity(rows.len());
+    let mut available = Vec::with_capacity(rows.len());
+    for (hash, size, received) in rows {
+        let hash = hash_from_blob(hash)?;
+        available.push(received || holds_chunk(tx, user, &hash)?);
+        chunks.push(ChunkRef { hash, size });
+    }
+    Ok(UploadState {
+        session: UploadSession {
+            id: id.to_owned(),
+            target,
+            base_version,
+            size,
+            hash: hash_from_blob(hash)?,
+            chunks,
+            expires_ns,
+        },
+        available,
+        committed: committed_file.zip(committed_version),
+    })
 }
 
 fn rename_in(
@@ -577,8 +726,84 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
-    async fn commit(&self, user: UserId, request: CommitRequest) -> Result<Entry, MetaError> {
-        self.write(move |tx| commit_in(tx, user, request)).await
+    async fn commit(
+        &self,
+        user: UserId,
+        request: CommitRequest,
+        presence: Arc<dyn ChunkPresence>,
+    ) -> Result<Entry, MetaError> {
+        self.write(move |tx| commit_in(tx, user, request, presence.as_ref()))
+            .await
+    }
+
+    async fn begin_upload(
+        &self,
+        user: UserId,
+        session: UploadSession,
+    ) -> Result<Vec<bool>, MetaError> {
+        self.write(move |tx| begin_upload_in(tx, user, &session))
+            .await
+    }
+
+    async fn upload_state(&self, user: UserId, id: &str) -> Result<UploadState, MetaError> {
+        let id = id.to_owned();
+        self.read(move |tx| upload_state_in(tx, user, &id)).await
+    }
+
+    async fn mark_received(&self, id: &str, hash: ContentHash) -> Result<(), MetaError> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let updated = tx.execute(
+                "UPDATE upload_chunks SET received = 1
+                 WHERE upload_id = ?1 AND hash = ?2 AND upload_id IN (
+                     SELECT id FROM uploads
+                     WHERE id = ?1 AND expires_ns > ?3 AND committed_version IS NULL)",
+                params![id, hash.as_bytes(), now_ns()],
+            )?;
+            if updated == 0 {
+                Err(MetaError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn expire_uploads(&self, now_ns: i64) -> Result<u64, MetaError> {
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "DELETE FROM uploads WHERE expires_ns <= ?1",
+                params![now_ns],
+            )? as u64)
+        })
+        .await
+    }
+
+    async fn collect_chunk(
+        &self,
+        hash: ContentHash,
+        delete: Box<dyn FnOnce() -> Result<(), String> + Send>,
+    ) -> Result<bool, MetaError> {
+        self.write(move |tx| {
+            let referenced = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM version_chunks WHERE hash = ?1)
+                         OR EXISTS (SELECT 1 FROM upload_chunks c JOIN uploads u
+                                    ON u.id = c.upload_id
+                                    WHERE c.hash = ?1 AND u.expires_ns > ?2)",
+                params![hash.as_bytes(), now_ns()],
+                |r| r.get::<_, bool>(0),
+            )?;
+            if referenced {
+                return Ok(false);
+            }
+            tx.execute(
+                "DELETE FROM user_chunks WHERE hash = ?1",
+                params![hash.as_bytes()],
+            )?;
+            delete().map_err(MetaError::Backend)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn version_content(

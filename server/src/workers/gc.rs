@@ -1,0 +1,83 @@
+//! Garbage collection: expired upload sessions and chunks nothing refers to.
+//!
+//! A chunk is deleted only when all of these hold, checked in one metadata
+//! transaction that also performs the deletion:
+//! - no version of any file (deleted files included) lists it;
+//! - no live upload session lists it;
+//! - it was last written (or re-put) longer ago than the grace period.
+//!
+//! Commits check, in their own transaction, that their chunks are present; the two
+//! transactions are serialised, so a commit never refers to a chunk being deleted. The
+//! grace period covers one-shot uploads, which store chunks before any metadata names
+//! them: a chunk put a moment ago is never a candidate.
+
+use std::time::{Duration, SystemTime};
+
+use crate::AppState;
+use crate::meta::sqlite::now_ns;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcReport {
+    pub expired_uploads: u64,
+    pub candidates: u64,
+    pub deleted_chunks: u64,
+}
+
+/// Runs passes forever, every `gc_interval`.
+pub async fn run(state: AppState) {
+    let mut ticker = tokio::time::interval(state.config.gc_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match run_once(&state).await {
+            Ok(report) if report.expired_uploads + report.deleted_chunks > 0 => {
+                tracing::info!(?report, "gc pass");
+            }
+            Ok(report) => tracing::debug!(?report, "gc pass"),
+            Err(error) => tracing::warn!(%error, "gc pass failed"),
+        }
+    }
+}
+
+/// One pass.
+pub async fn run_once(state: &AppState) -> Result<GcReport, String> {
+    let mut report = GcReport {
+        expired_uploads: state
+            .meta
+            .expire_uploads(now_ns())
+            .await
+            .map_err(|e| e.to_string())?,
+        ..GcReport::default()
+    };
+    let cutoff = SystemTime::now()
+        .checked_sub(state.config.gc_grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let candidates = state
+        .blobs
+        .list_older_than(cutoff)
+        .await
+        .map_err(|e| e.to_string())?;
+    report.candidates = candidates.len() as u64;
+    let runtime = tokio::runtime::Handle::current();
+    for hash in candidates {
+        let blobs = state.blobs.clone();
+        let runtime = runtime.clone();
+        let delete = Box::new(move || {
+            runtime
+                .block_on(blobs.delete(hash))
+                .map_err(|e| e.to_string())
+        });
+        if state
+            .meta
+            .collect_chunk(hash, delete)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            report.deleted_chunks += 1;
+        }
+        // Let requests in: a long pass must not hold the metadata lock in one go.
+        tokio::time::sleep(Duration::from_millis(0)).await;
+    }
+    Ok(report)
+}

@@ -1,0 +1,3 @@
+//! Background work of the server, each worker a named loop with logged results.
+
+pub mod gc;
