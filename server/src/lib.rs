@@ -132,14 +132,17 @@ async fn log_request(
     response
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests
-/// in flight.
+/// Serves `state` on `listener`, with the background workers, until `shutdown`
+/// resolves; then finishes the requests in flight.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    let gc = tokio::spawn(workers::gc::run(state.clone()));
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    gc.abort();
+    served
 }

@@ -38,6 +38,15 @@ enum Command {
         /// Lifetime of login tokens, in seconds.
         #[arg(long, env = "CUBBY_TOKEN_TTL_SECS")]
         token_ttl_secs: Option<u64>,
+        /// Lifetime of chunked-upload sessions and their signed URLs, in seconds.
+        #[arg(long, env = "CUBBY_UPLOAD_TTL_SECS")]
+        upload_ttl_secs: Option<u64>,
+        /// Seconds between garbage-collection passes.
+        #[arg(long, env = "CUBBY_GC_INTERVAL_SECS")]
+        gc_interval_secs: Option<u64>,
+        /// Seconds an unreferenced chunk is kept before it may be collected.
+        #[arg(long, env = "CUBBY_GC_GRACE_SECS")]
+        gc_grace_secs: Option<u64>,
     },
     /// Manage users.
     User {
@@ -80,6 +89,9 @@ fn main() -> ExitCode {
             blob_dir,
             max_upload_bytes,
             token_ttl_secs,
+            upload_ttl_secs,
+            gc_interval_secs,
+            gc_grace_secs,
         } => {
             let mut config = ServerConfig::new(data);
             config.listen = listen;
@@ -87,9 +99,13 @@ fn main() -> ExitCode {
             if let Some(max) = max_upload_bytes {
                 config.max_upload_bytes = max;
             }
-            if let Some(ttl) = token_ttl_secs {
-                config.token_ttl = Duration::from_secs(ttl);
-            }
+            let secs =
+                |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
+            config.token_ttl = secs(token_ttl_secs, config.token_ttl);
+            config.upload_ttl = secs(upload_ttl_secs, config.upload_ttl);
+            config.gc_interval =
+                secs(gc_interval_secs, config.gc_interval).max(Duration::from_millis(100));
+            config.gc_grace = secs(gc_grace_secs, config.gc_grace);
             runtime.block_on(serve(config))
         }
         Command::User {

@@ -417,12 +417,19 @@ fn commit_in(
     load_entry(tx, user, file_id)
 }
 
+/// Whether `user` holds `hash`: a committed version of theirs lists it, or they
+/// delivered it (hash-checked) in an upload session that is still live.
 fn holds_chunk(tx: &Transaction<'_>, user: UserId, hash: &ContentHash) -> Result<bool, MetaError> {
     Ok(tx
-        .prepare_cached("SELECT 1 FROM user_chunks WHERE user_id = ?1 AND hash = ?2")?
-        .query_row(params![user.0, hash.as_bytes()], |_| Ok(()))
-        .optional()?
-        .is_some())
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM user_chunks WHERE user_id = ?1 AND hash = ?2)
+                 OR EXISTS (SELECT 1 FROM upload_chunks c JOIN uploads u ON u.id = c.upload_id
+                            WHERE u.user_id = ?1 AND c.hash = ?2 AND c.received = 1
+                              AND u.expires_ns > ?3)",
+        )?
+        .query_row(params![user.0, hash.as_bytes(), now_ns()], |r| {
+            r.get::<_, bool>(0)
+        })?)
 }
 
 fn begin_upload_in(

@@ -1,0 +1,293 @@
+//! Test harness: a real `cubby-server` process on 127.0.0.1:0 with its own temp data
+//! directory, killed (by pid, only the process it started) when the guard drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cubby_proto::api::{Entry, LoginResponse, UploadResponse};
+use cubby_proto::{ContentHash, ErrorBody, ErrorCode};
+use reqwest::multipart::{Form, Part};
+use reqwest::{Response, StatusCode};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The workspace's `target/<profile>` directory, found from the running test binary
+/// (`target/<profile>/deps/<test>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// A binary of the workspace. Running the workspace's tests builds every binary first.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+pub fn server_bin() -> PathBuf {
+    workspace_bin("cubby-server")
+}
+
+/// A running server process.
+#[derive(Debug)]
+pub struct TestServer {
+    child: Option<Child>,
+    pub url: String,
+    pub data: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `serve` arguments.
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut server = Self {
+            child: None,
+            url: String::new(),
+            data,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(server_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(self.data.path())
+            .args(&self.extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start cubby-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("cubby-server listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        self.url = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            for _ in 0..100 {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops and starts the server on the same data directory (a new port).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn add_user(&self, name: &str) {
+        let out = Command::new(server_bin())
+            .args(["user", "add", name, "--password", PASSWORD, "--data"])
+            .arg(self.data.path())
+            .output()
+            .expect("run user add");
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Adds a user and logs in as them.
+    pub async fn user(&self, name: &str) -> Client {
+        self.add_user(name);
+        self.login(name).await
+    }
+
+    pub async fn login(&self, name: &str) -> Client {
+        let http = reqwest::Client::new();
+        let response = http
+            .post(format!("{}/auth/login", self.url))
+            .json(&serde_json::json!({"username": name, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), StatusCode::OK);
+        let login: LoginResponse = response.json().await.expect("login body");
+        Client {
+            http,
+            base: self.url.clone(),
+            token: login.token,
+        }
+    }
+
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        files_under(&self.data.path().join("blobs"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in read.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// An HTTP client logged in as one user.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Client {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub async fn upload_raw(&self, path: &str, data: Vec<u8>, base: Option<u64>) -> Response {
+        let mut form = Form::new().text("path", path.to_owned());
+        if let Some(base) = base {
+            form = form.text("base_version", base.to_string());
+        }
+        form = form.part("file", Part::bytes(data).file_name("upload"));
+        self.post("/upload")
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload request")
+    }
+
+    pub async fn upload(&self, path: &str, data: &[u8], base: Option<u64>) -> UploadResponse {
+        let response = self.upload_raw(path, data.to_vec(), base).await;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::OK, "upload {path}: {text}");
+        let uploaded: UploadResponse = serde_json::from_str(&text).expect("upload body");
+        assert_eq!(uploaded.hash, ContentHash::of(data));
+        assert_eq!(uploaded.size, data.len() as u64);
+        uploaded
+    }
+
+    pub async fn download(&self, file_id: u64) -> Vec<u8> {
+        let response = self
+            .get(&format!("/download?file_id={file_id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap().to_vec()
+    }
+
+    pub async fn stat(&self, path: &str) -> Response {
+        self.get("/stat")
+            .query(&[("path", path)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stat_entry(&self, path: &str) -> Entry {
+        let response = self.stat(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "stat {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn mkdir(&self, path: &str, parents: bool) -> Response {
+        self.post("/mkdir")
+            .json(&serde_json::json!({"path": path, "parents": parents}))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Asserts the status and the stable error code of a failed response.
+pub async fn expect_error(response: Response, status: StatusCode, code: ErrorCode) -> ErrorBody {
+    let got = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(got, status, "body: {text}");
+    let body: ErrorBody =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not an error body: {text}"));
+    assert_eq!(body.error.code, code, "body: {text}");
+    assert!(!body.error.message.is_empty());
+    body
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for tens of MiB.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Whether tests that need root or FUSE-like privileges must run (CI) or may skip.
+pub fn must_run_privileged() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
