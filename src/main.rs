@@ -1,20 +1,24 @@
-//! `cubby`: the Cubby client. The mount daemon and the file commands arrive with the
-//! chunked-upload and mount work; for now this prints the protocol it speaks.
+//! `cubby`: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Cubby: a self-hosted, Dropbox-like file store you mount as a folder.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
-    println!(
-        "cubby {}: chunking FastCDC {}/{}/{} bytes, BLAKE3",
-        env!("CARGO_PKG_VERSION"),
-        cubby_proto::chunking::MIN_CHUNK,
-        cubby_proto::chunking::AVG_CHUNK,
-        cubby_proto::chunking::MAX_CHUNK
-    );
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = cubby::cli::Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cubby: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(cubby::cli::run(cli))
 }

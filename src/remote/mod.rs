@@ -1,0 +1,204 @@
+//! The typed HTTP client of the server API. The only module of the client that knows
+//! HTTP: everything above it speaks in wire types and [`RemoteError`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cubby_proto::api::{
+    BeginUploadRequest, BeginUploadResponse, CompleteUploadRequest, Entry, FileManifest,
+    LoginRequest, LoginResponse, UploadResponse,
+};
+use cubby_proto::{ErrorBody, ErrorCode, RemotePath};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The server answered with an error body.
+    #[error("server: {} ({})", .body.error.message, .status)]
+    Api { status: StatusCode, body: ErrorBody },
+    /// The server could not be reached, or the connection broke.
+    #[error("cannot reach the server: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The server answered something that is not the protocol.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl RemoteError {
+    /// The stable error code, when the server sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            RemoteError::Api { body, .. } => Some(body.error.code),
+            _ => None,
+        }
+    }
+
+    /// With `version_conflict`: the version that is current on the server.
+    pub fn current_version(&self) -> Option<u64> {
+        match self {
+            RemoteError::Api { body, .. } => body.current_version,
+            _ => None,
+        }
+    }
+}
+
+/// A client of one server, authenticated as one user.
+#[derive(Clone)]
+pub struct Remote {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client builds")
+}
+
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, RemoteError> {
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            RemoteError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
+        });
+    }
+    Err(error_from(status, &bytes))
+}
+
+fn error_from(status: StatusCode, bytes: &[u8]) -> RemoteError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => RemoteError::Api { status, body },
+        Err(_) => RemoteError::Protocol(format!("{status}: {}", String::from_utf8_lossy(bytes))),
+    }
+}
+
+impl Remote {
+    pub fn new(base: &str, token: &str) -> Self {
+        Self {
+            http: http_client(),
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.into(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /auth/login`.
+    pub async fn login(
+        base: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<LoginResponse, RemoteError> {
+        let request = LoginRequest {
+            username: username.into(),
+            password: password.into(),
+        };
+        let url = format!("{}/auth/login", base.trim_end_matches('/'));
+        decode(http_client().post(url).json(&request).send().await?).await
+    }
+
+    /// `GET /stat?path=`; `None` when nothing is there.
+    pub async fn stat(&self, path: &RemotePath) -> Result<Option<Entry>, RemoteError> {
+        let response = self
+            .http
+            .get(self.url("/stat"))
+            .bearer_auth(&self.token)
+            .query(&[("path", path.to_string())])
+            .send()
+            .await?;
+        match decode(response).await {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /upload/begin`.
+    pub async fn begin_upload(
+        &self,
+        request: &BeginUploadRequest,
+    ) -> Result<BeginUploadResponse, RemoteError> {
+        let response = self
+            .http
+            .post(self.url("/upload/begin"))
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `PUT` of one chunk to its signed URL.
+    pub async fn put_chunk(&self, url: &str, data: Bytes) -> Result<(), RemoteError> {
+        let response = self.http.put(self.url(url)).body(data).send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(error_from(status, &response.bytes().await?))
+    }
+
+    /// `POST /upload/complete`.
+    pub async fn complete_upload(&self, upload_id: &str) -> Result<UploadResponse, RemoteError> {
+        let request = CompleteUploadRequest {
+            upload_id: upload_id.into(),
+        };
+        let response = self
+            .http
+            .post(self.url("/upload/complete"))
+            .bearer_auth(&self.token)
+            .json(&request)
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `GET /file/{id}/chunks`.
+    pub async fn manifest(
+        &self,
+        file_id: u64,
+        version: Option<u64>,
+    ) -> Result<FileManifest, RemoteError> {
+        let mut request = self
+            .http
+            .get(self.url(&format!("/file/{file_id}/chunks")))
+            .bearer_auth(&self.token);
+        if let Some(version) = version {
+            request = request.query(&[("version", version)]);
+        }
+        decode(request.send().await?).await
+    }
+
+    /// `GET` of one chunk from its signed URL.
+    pub async fn get_chunk(&self, url: &str) -> Result<Bytes, RemoteError> {
+        let response = self.http.get(self.url(url)).send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            Err(error_from(status, &bytes))
+        }
+    }
+}

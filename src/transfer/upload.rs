@@ -1,0 +1,284 @@
+//! Uploading a local file: chunk it, announce the chunk list, send only the chunks the
+//! server lacks (in parallel), and commit against a base version.
+//!
+//! The file is read twice: once to cut and hash it, once to send the missing chunks,
+//! each re-read by offset and re-hashed, so a file that changes in between is refused
+//! rather than sent torn. Memory holds at most [`PARALLEL_CHUNKS`] chunks.
+//!
+//! A stale base version never overwrites: the server answers 409, and the local bytes
+//! are committed beside the winner as a conflicted copy (its chunks are already on the
+//! server, so that costs no transfer).
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use cubby_proto::api::{BeginUploadRequest, ChunkSpec, EntryKind};
+use cubby_proto::{ContentHash, ErrorCode, Name, RemotePath, chunking};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::PARALLEL_CHUNKS;
+use crate::conflict::{conflicted_name, host_name};
+use crate::progress::Progress;
+use crate::remote::{Remote, RemoteError};
+
+/// Which version an upload replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// Whatever is current when the upload starts (or create the file).
+    Latest,
+    /// Create a new file; an existing one is a conflict.
+    New,
+    /// Exactly this version; anything else is a conflict.
+    Version(u64),
+}
+
+/// When the upload lost a race: where its bytes went instead.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictReport {
+    /// The version that won on the server.
+    pub current_version: u64,
+    /// Where the local bytes were committed.
+    pub conflicted_copy: String,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadReport {
+    pub path: String,
+    pub file_id: u64,
+    pub version: u64,
+    pub size: u64,
+    pub hash: ContentHash,
+    pub chunks_total: usize,
+    pub chunks_sent: usize,
+    pub bytes_sent: u64,
+    pub bytes_reused: u64,
+    /// Set when the base version was stale and the bytes were kept as a copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<ConflictReport>,
+}
+
+/// Why an upload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("{path}: {source}")]
+    Local {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} changed while it was being uploaded; nothing was committed")]
+    ChangedDuringUpload(PathBuf),
+    #[error("{0} is a directory on the server")]
+    RemoteIsDirectory(String),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+}
+
+/// A file cut into chunks.
+struct Plan {
+    size: u64,
+    hash: ContentHash,
+    /// Each chunk with its offset in the file.
+    chunks: Vec<(u64, ChunkSpec)>,
+}
+
+fn plan(path: &Path, progress: &Progress) -> std::io::Result<Plan> {
+    let file = std::fs::File::open(path)?;
+    progress.phase("hashing", file.metadata()?.len());
+    let mut whole = blake3::Hasher::new();
+    let mut chunks = Vec::new();
+    let mut size = 0u64;
+    for chunk in chunking::chunks(std::io::BufReader::with_capacity(1 << 20, file)) {
+        let chunk = chunk?;
+        whole.update(&chunk.data);
+        let len = chunk.data.len() as u32;
+        chunks.push((
+            chunk.offset,
+            ChunkSpec {
+                hash: chunk.hash,
+                size: len,
+            },
+        ));
+        size += u64::from(len);
+        progress.advance(u64::from(len));
+    }
+    Ok(Plan {
+        size,
+        hash: whole.finalize().into(),
+        chunks,
+    })
+}
+
+/// Uploads `local` to `remote_path`, replacing `base`.
+pub async fn upload(
+    remote: &Remote,
+    local: &Path,
+    remote_path: &RemotePath,
+    base: Base,
+    progress: &Progress,
+) -> Result<UploadReport, UploadError> {
+    let local_owned = local.to_owned();
+    let bar = progress.clone();
+    let plan = tokio::task::spawn_blocking(move || plan(&local_owned, &bar))
+        .await
+        .map_err(|e| UploadError::Local {
+            path: local.to_owned(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| UploadError::Local {
+            path: local.to_owned(),
+            source,
+        })?;
+    let plan = Arc::new(plan);
+    let base_version = match base {
+        Base::New => None,
+        Base::Version(v) => Some(v),
+        Base::Latest => match remote.stat(remote_path).await? {
+            Some(entry) if entry.kind == EntryKind::Dir => {
+                return Err(UploadError::RemoteIsDirectory(remote_path.to_string()));
+            }
+            Some(entry) => Some(entry.version),
+            None => None,
+        },
+    };
+    match send(remote, local, remote_path, base_version, &plan, progress).await {
+        Err(UploadError::Remote(error)) if error.code() == Some(ErrorCode::VersionConflict) => {
+            let current_version = error.current_version().unwrap_or(0);
+            keep_conflicted_copy(remote, local, remote_path, &plan, current_version, progress).await
+        }
+        other => other,
+    }
+}
+
+/// Commits the local bytes as `NAME (conflicted copy HOST DATE).EXT` next to `path`.
+async fn keep_conflicted_copy(
+    remote: &Remote,
+    local: &Path,
+    path: &RemotePath,
+    plan: &Arc<Plan>,
+    current_version: u64,
+    progress: &Progress,
+) -> Result<UploadReport, UploadError> {
+    let (parent, name) = path
+        .split_last()
+        .ok_or_else(|| UploadError::RemoteIsDirectory("/".into()))?;
+    let host = host_name();
+    let now = SystemTime::now();
+    for attempt in 1..=20 {
+        let copy_name: Name = conflicted_name(name.as_str(), &host, now, attempt)
+            .parse()
+            .map_err(|e| RemoteError::Protocol(format!("conflicted copy name: {e}")))?;
+        let copy = parent.join(copy_name);
+        match send(remote, local, &copy, None, plan, progress).await {
+            Ok(mut report) => {
+                report.conflict = Some(ConflictReport {
+                    current_version,
+                    conflicted_copy: copy.to_string(),
+                });
+                return Ok(report);
+            }
+            Err(UploadError::Remote(error))
+                if matches!(
+                    error.code(),
+                    Some(ErrorCode::VersionConflict | ErrorCode::AlreadyExists)
+                ) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Err(RemoteError::Protocol("no free name for the conflicted copy".into()).into())
+}
+
+/// One attempt: begin, send what is missing, complete.
+async fn send(
+    remote: &Remote,
+    local: &Path,
+    path: &RemotePath,
+    base_version: Option<u64>,
+    plan: &Arc<Plan>,
+    progress: &Progress,
+) -> Result<UploadReport, UploadError> {
+    let request = BeginUploadRequest {
+        path: Some(path.to_string()),
+        file_id: None,
+        base_version,
+        size: plan.size,
+        hash: plan.hash,
+        chunks: plan.chunks.iter().map(|(_, spec)| *spec).collect(),
+    };
+    let begun = remote.begin_upload(&request).await?;
+    let bytes_sent: u64 = begun.missing.iter().map(|c| u64::from(c.size)).sum();
+    progress.phase("uploading", bytes_sent);
+    let file = Arc::new(
+        std::fs::File::open(local).map_err(|source| UploadError::Local {
+            path: local.to_owned(),
+            source,
+        })?,
+    );
+    futures_util::stream::iter(begun.missing.iter().cloned())
+        .map(|chunk| {
+            let file = Arc::clone(&file);
+            let plan = Arc::clone(plan);
+            let local = local.to_owned();
+            async move {
+                let data = read_chunk(file, plan, &local, chunk.hash, chunk.size).await?;
+                remote.put_chunk(&chunk.url, data).await?;
+                progress.advance(u64::from(chunk.size));
+                Ok::<_, UploadError>(())
+            }
+        })
+        .buffer_unordered(PARALLEL_CHUNKS)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let done = remote.complete_upload(&begun.upload_id).await?;
+    progress.finish();
+    Ok(UploadReport {
+        path: path.to_string(),
+        file_id: done.file_id,
+        version: done.version,
+        size: done.size,
+        hash: done.hash,
+        chunks_total: plan.chunks.len(),
+        chunks_sent: begun.missing.len(),
+        bytes_sent,
+        bytes_reused: begun.reused_bytes,
+        conflict: None,
+    })
+}
+
+/// Reads one chunk back by offset and checks it still hashes as planned.
+async fn read_chunk(
+    file: Arc<std::fs::File>,
+    plan: Arc<Plan>,
+    local: &Path,
+    hash: ContentHash,
+    size: u32,
+) -> Result<Bytes, UploadError> {
+    let offset = plan
+        .chunks
+        .iter()
+        .find(|(_, spec)| spec.hash == hash)
+        .map(|(offset, _)| *offset)
+        .ok_or_else(|| RemoteError::Protocol(format!("server asked for unknown chunk {hash}")))?;
+    let path = local.to_owned();
+    let data = tokio::task::spawn_blocking(move || {
+        let mut data = vec![0u8; size as usize];
+        file.read_exact_at(&mut data, offset).map(|()| data)
+    })
+    .await
+    .map_err(|e| UploadError::Local {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?
+    .map_err(|source| UploadError::Local {
+        path: path.clone(),
+        source,
+    })?;
+    if ContentHash::of(&data) != hash {
+        return Err(UploadError::ChangedDuringUpload(path));
+    }
+    Ok(Bytes::from(data))
+}
