@@ -113,6 +113,9 @@ pub struct MoveRequest {
     /// directory). Without it an existing `to` is `already_exists`.
     #[serde(default)]
     pub replace: bool,
+    /// The entry's version the move is based on (`If-Match` works too).
+    #[serde(default)]
+    pub base_version: Option<u64>,
 }
 
 /// Answer to `DELETE /file/:id`.
@@ -192,4 +195,63 @@ pub struct FileManifest {
     pub size: u64,
     pub hash: ContentHash,
     pub chunks: Vec<ChunkDownload>,
+}
+
+/// One version of a file in `GET /file/{id}/versions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub number: u64,
+    pub size: u64,
+    pub hash: ContentHash,
+    /// Unix nanoseconds of the commit.
+    pub created_ns: i64,
+    /// Who committed it.
+    pub author: String,
+    /// The device the client named (`X-Cubby-Device`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+/// Answer to `GET /file/{id}/versions`: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionsResponse {
+    pub file_id: u64,
+    pub current_version: u64,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// `POST /file/{id}/restore`: make an old version current again, as a new version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    pub version: u64,
+    #[serde(default)]
+    pub base_version: Option<u64>,
+}
+
+/// One item of the trash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrashEntry {
+    pub entry: Entry,
+    /// Where it was when deleted.
+    pub path: String,
+    /// Unix nanoseconds.
+    pub deleted_ns: i64,
+    /// How many entries come back with it (itself included).
+    pub entries: u64,
+}
+
+/// Answer to `GET /trash`: newest deletion first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrashResponse {
+    pub items: Vec<TrashEntry>,
+}
+
+/// `POST /trash/restore`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrashRestoreRequest {
+    /// The trashed entry (`TrashEntry.entry.id`).
+    pub id: u64,
+    /// Somewhere else to put it (default: where it was).
+    #[serde(default)]
+    pub to: Option<String>,
 }

@@ -29,12 +29,29 @@ pub struct ServerConfig {
     /// A chunk is collected only if unreferenced and last written longer ago than this.
     /// Default: 1 hour.
     pub gc_grace: Duration,
+    /// Versions younger than this are kept (the current version always is). 30 days.
+    pub retention_max_age: Duration,
+    /// At most this many versions per file are kept. Default: 100.
+    pub retention_max_versions: u32,
+    /// Trashed entries are purged, with their versions, after this long. 30 days.
+    pub trash_max_age: Duration,
+    /// How often retention runs. Default: 1 hour.
+    pub retention_interval: Duration,
 }
 
 /// 127.0.0.1:8420, the address the client assumes when none is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
 
 impl ServerConfig {
+    /// The retention policy these settings describe.
+    pub fn retention(&self) -> crate::meta::RetentionPolicy {
+        crate::meta::RetentionPolicy {
+            max_age: self.retention_max_age,
+            max_versions: self.retention_max_versions,
+            trash_max_age: self.trash_max_age,
+        }
+    }
+
     /// The defaults, with state under `data_dir`.
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
@@ -48,6 +65,10 @@ impl ServerConfig {
             download_url_ttl: Duration::from_secs(3600),
             gc_interval: Duration::from_secs(600),
             gc_grace: Duration::from_secs(3600),
+            retention_max_age: Duration::from_secs(30 * 86400),
+            retention_max_versions: 100,
+            trash_max_age: Duration::from_secs(30 * 86400),
+            retention_interval: Duration::from_secs(3600),
         }
     }
 

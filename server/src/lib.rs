@@ -139,10 +139,15 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let gc = tokio::spawn(workers::gc::run(state.clone()));
+    let workers = [
+        tokio::spawn(workers::gc::run(state.clone())),
+        tokio::spawn(workers::retention::run(state.clone())),
+    ];
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    gc.abort();
+    for worker in workers {
+        worker.abort();
+    }
     served
 }

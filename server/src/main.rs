@@ -47,6 +47,18 @@ enum Command {
         /// Seconds an unreferenced chunk is kept before it may be collected.
         #[arg(long, env = "CUBBY_GC_GRACE_SECS")]
         gc_grace_secs: Option<u64>,
+        /// Keep non-current versions this many days.
+        #[arg(long, env = "CUBBY_RETENTION_DAYS")]
+        retention_days: Option<f64>,
+        /// Keep at most this many versions per file.
+        #[arg(long, env = "CUBBY_RETENTION_MAX_VERSIONS")]
+        retention_max_versions: Option<u32>,
+        /// Purge trashed entries after this many days.
+        #[arg(long, env = "CUBBY_TRASH_DAYS")]
+        trash_days: Option<f64>,
+        /// Seconds between retention passes.
+        #[arg(long, env = "CUBBY_RETENTION_INTERVAL_SECS")]
+        retention_interval_secs: Option<u64>,
     },
     /// Manage users.
     User {
@@ -92,6 +104,10 @@ fn main() -> ExitCode {
             upload_ttl_secs,
             gc_interval_secs,
             gc_grace_secs,
+            retention_days,
+            retention_max_versions,
+            trash_days,
+            retention_interval_secs,
         } => {
             let mut config = ServerConfig::new(data);
             config.listen = listen;
@@ -106,6 +122,16 @@ fn main() -> ExitCode {
             config.gc_interval =
                 secs(gc_interval_secs, config.gc_interval).max(Duration::from_millis(100));
             config.gc_grace = secs(gc_grace_secs, config.gc_grace);
+            let days = |value: Option<f64>, default: Duration| {
+                value.map_or(default, |d| Duration::from_secs_f64(d.max(0.0) * 86400.0))
+            };
+            config.retention_max_age = days(retention_days, config.retention_max_age);
+            config.trash_max_age = days(trash_days, config.trash_max_age);
+            if let Some(max) = retention_max_versions {
+                config.retention_max_versions = max.max(1);
+            }
+            config.retention_interval = secs(retention_interval_secs, config.retention_interval)
+                .max(Duration::from_millis(100));
             runtime.block_on(serve(config))
         }
         Command::User {

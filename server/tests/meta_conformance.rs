@@ -7,7 +7,7 @@ use cubby_proto::api::EntryKind;
 use cubby_proto::{ContentHash, RemotePath};
 use cubby_server::meta::{
     ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore, NewContent,
-    SqliteMetaStore, UploadSession, UserId,
+    RetentionPolicy, RetentionReport, SqliteMetaStore, UploadSession, UserId,
 };
 
 fn path(p: &str) -> Location {
@@ -36,6 +36,7 @@ fn commit(p: &str, base: Option<u64>, data: &[u8]) -> CommitRequest {
         base_version: base,
         create_parents: true,
         content: content(data),
+        device: None,
         upload_id: None,
     }
 }
@@ -173,7 +174,10 @@ async fn collection_spares_referenced_chunks(store: Arc<dyn MetaStore>) {
         .commit(u, commit("/gone", None, b"gone"), all())
         .await
         .unwrap();
-    store.delete(u, EntryId(gone.id), false).await.unwrap();
+    store
+        .delete(u, EntryId(gone.id), false, None)
+        .await
+        .unwrap();
     let spared = store
         .collect_chunk(ContentHash::of(b"gone"), Box::new(|| Ok(())))
         .await;
@@ -302,11 +306,11 @@ async fn users_are_isolated(store: Arc<dyn MetaStore>) {
         Err(MetaError::NotFound)
     ));
     assert!(matches!(
-        store.rename(b, id, &path("/x"), false).await,
+        store.rename(b, id, &path("/x"), false, None).await,
         Err(MetaError::NotFound)
     ));
     assert!(matches!(
-        store.delete(b, id, true).await,
+        store.delete(b, id, true, None).await,
         Err(MetaError::NotFound)
     ));
     let into_foreign = Location::Child {
@@ -383,7 +387,7 @@ async fn rename_rules(store: Arc<dyn MetaStore>) {
     store.mkdir(u, &path("/d2/sub"), true, 0o755).await.unwrap();
     // Ids survive a move.
     let moved = store
-        .rename(u, EntryId(f.id), &path("/d2/f2"), false)
+        .rename(u, EntryId(f.id), &path("/d2/f2"), false, None)
         .await
         .unwrap();
     assert_eq!(
@@ -397,7 +401,7 @@ async fn rename_rules(store: Arc<dyn MetaStore>) {
     // A move onto itself changes nothing.
     assert_eq!(
         store
-            .rename(u, EntryId(f.id), &path("/d2/f2"), false)
+            .rename(u, EntryId(f.id), &path("/d2/f2"), false, None)
             .await
             .unwrap()
             .id,
@@ -405,11 +409,13 @@ async fn rename_rules(store: Arc<dyn MetaStore>) {
     );
     // Over an existing file: only with replace.
     assert!(matches!(
-        store.rename(u, EntryId(g.id), &path("/d2/f2"), false).await,
+        store
+            .rename(u, EntryId(g.id), &path("/d2/f2"), false, None)
+            .await,
         Err(MetaError::AlreadyExists)
     ));
     store
-        .rename(u, EntryId(g.id), &path("/d2/f2"), true)
+        .rename(u, EntryId(g.id), &path("/d2/f2"), true, None)
         .await
         .unwrap();
     assert_eq!(store.resolve(u, &path("/d2/f2")).await.unwrap().id, g.id);
@@ -420,33 +426,39 @@ async fn rename_rules(store: Arc<dyn MetaStore>) {
     // Directories: not into themselves, not over a non-empty directory, not onto a file.
     assert!(matches!(
         store
-            .rename(u, EntryId(d1.id), &path("/d1/inside"), false)
+            .rename(u, EntryId(d1.id), &path("/d1/inside"), false, None)
             .await,
         Err(MetaError::InvalidMove)
     ));
     let d2 = store.resolve(u, &path("/d2")).await.unwrap();
     assert!(matches!(
         store
-            .rename(u, EntryId(d2.id), &path("/d2/sub/deeper"), false)
+            .rename(u, EntryId(d2.id), &path("/d2/sub/deeper"), false, None)
             .await,
         Err(MetaError::InvalidMove)
     ));
     assert!(matches!(
-        store.rename(u, EntryId(d1.id), &path("/d2"), true).await,
+        store
+            .rename(u, EntryId(d1.id), &path("/d2"), true, None)
+            .await,
         Err(MetaError::DirectoryNotEmpty)
     ));
     assert!(matches!(
-        store.rename(u, EntryId(d1.id), &path("/d2/f2"), true).await,
+        store
+            .rename(u, EntryId(d1.id), &path("/d2/f2"), true, None)
+            .await,
         Err(MetaError::NotADirectory)
     ));
     assert!(matches!(
-        store.rename(u, EntryId(g.id), &path("/d2/sub"), true).await,
+        store
+            .rename(u, EntryId(g.id), &path("/d2/sub"), true, None)
+            .await,
         Err(MetaError::IsADirectory)
     ));
     // Over an empty directory, with replace.
     let sub = store.resolve(u, &path("/d2/sub")).await.unwrap();
     store
-        .rename(u, EntryId(d1.id), &path("/d2/sub"), true)
+        .rename(u, EntryId(d1.id), &path("/d2/sub"), true, None)
         .await
         .unwrap();
     assert!(matches!(
@@ -455,7 +467,9 @@ async fn rename_rules(store: Arc<dyn MetaStore>) {
     ));
     let root = store.resolve(u, &path("/")).await.unwrap();
     assert!(matches!(
-        store.rename(u, EntryId(root.id), &path("/x"), false).await,
+        store
+            .rename(u, EntryId(root.id), &path("/x"), false, None)
+            .await,
         Err(MetaError::InvalidMove)
     ));
 }
@@ -468,21 +482,21 @@ async fn delete_rules(store: Arc<dyn MetaStore>) {
         .unwrap();
     let d = store.resolve(u, &path("/d")).await.unwrap();
     assert!(matches!(
-        store.delete(u, EntryId(d.id), false).await,
+        store.delete(u, EntryId(d.id), false, None).await,
         Err(MetaError::DirectoryNotEmpty)
     ));
-    assert_eq!(store.delete(u, EntryId(d.id), true).await.unwrap(), 3);
+    assert_eq!(store.delete(u, EntryId(d.id), true, None).await.unwrap(), 3);
     assert!(matches!(
         store.resolve(u, &path("/d/e/f")).await,
         Err(MetaError::NotFound)
     ));
     assert!(matches!(
-        store.delete(u, EntryId(d.id), true).await,
+        store.delete(u, EntryId(d.id), true, None).await,
         Err(MetaError::NotFound)
     ));
     let root = store.resolve(u, &path("/")).await.unwrap();
     assert!(matches!(
-        store.delete(u, EntryId(root.id), true).await,
+        store.delete(u, EntryId(root.id), true, None).await,
         Err(MetaError::InvalidMove)
     ));
     // The name can be used again, by a new entry with a new id.
@@ -516,6 +530,248 @@ async fn concurrent_commits_are_serialised(store: Arc<dyn MetaStore>) {
     assert_eq!(won, 1, "exactly one writer based on version 1 may win");
 }
 
+async fn base_versions_guard_moves_and_deletes(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    let f = store
+        .commit(u, commit("/f", None, b"1"), all())
+        .await
+        .unwrap();
+    store
+        .commit(u, commit("/f", Some(1), b"2"), all())
+        .await
+        .unwrap();
+    let id = EntryId(f.id);
+    assert!(matches!(
+        store.rename(u, id, &path("/g"), false, Some(1)).await,
+        Err(MetaError::VersionConflict { current: 2 })
+    ));
+    assert!(matches!(
+        store.delete(u, id, false, Some(1)).await,
+        Err(MetaError::VersionConflict { current: 2 })
+    ));
+    store
+        .rename(u, id, &path("/g"), false, Some(2))
+        .await
+        .unwrap();
+    store.delete(u, id, false, Some(2)).await.unwrap();
+}
+
+async fn versions_and_restore(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("writer", "h").await.unwrap();
+    let mut first = commit("/f", None, b"one");
+    first.device = Some("laptop".into());
+    let f = store.commit(u, first, all()).await.unwrap();
+    store
+        .commit(u, commit("/f", Some(1), b"two"), all())
+        .await
+        .unwrap();
+    let id = EntryId(f.id);
+    let versions = store.versions(u, id).await.unwrap();
+    let numbers: Vec<u64> = versions.iter().map(|v| v.number).collect();
+    assert_eq!(numbers, [2, 1]);
+    assert_eq!(versions[1].hash, ContentHash::of(b"one"));
+    assert_eq!(
+        (versions[1].author.as_str(), versions[1].device.as_deref()),
+        ("writer", Some("laptop"))
+    );
+    assert!(matches!(
+        store.restore_version(u, id, 1, Some(1), None).await,
+        Err(MetaError::VersionConflict { current: 2 })
+    ));
+    let restored = store
+        .restore_version(u, id, 1, Some(2), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (restored.version, restored.hash),
+        (3, Some(ContentHash::of(b"one")))
+    );
+    let content = store.version_content(u, id, None).await.unwrap();
+    assert_eq!(
+        content.chunks,
+        store.version_content(u, id, Some(1)).await.unwrap().chunks
+    );
+    assert!(matches!(
+        store.restore_version(u, id, 9, None, None).await,
+        Err(MetaError::NotFound)
+    ));
+}
+
+async fn trash_and_restore(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    let f = store
+        .commit(u, commit("/docs/sub/f", None, b"f"), all())
+        .await
+        .unwrap();
+    let docs = store.resolve(u, &path("/docs")).await.unwrap();
+    assert_eq!(
+        store.delete(u, EntryId(docs.id), true, None).await.unwrap(),
+        3
+    );
+    let other = store
+        .commit(u, commit("/other", None, b"o"), all())
+        .await
+        .unwrap();
+    store
+        .delete(u, EntryId(other.id), false, None)
+        .await
+        .unwrap();
+    let trash = store.trash(u).await.unwrap();
+    let listed: Vec<(&str, u64)> = trash.iter().map(|t| (t.path.as_str(), t.entries)).collect();
+    assert_eq!(listed, [("/other", 1), ("/docs", 3)]);
+    // Restoring the folder brings back everything inside, same ids.
+    store
+        .restore_trash(u, EntryId(docs.id), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.resolve(u, &path("/docs/sub/f")).await.unwrap().id,
+        f.id
+    );
+    assert_eq!(store.trash(u).await.unwrap().len(), 1);
+    // A taken name: AlreadyExists, unless restored elsewhere.
+    store
+        .commit(u, commit("/other", None, b"new"), all())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.restore_trash(u, EntryId(other.id), None).await,
+        Err(MetaError::AlreadyExists)
+    ));
+    let back = store
+        .restore_trash(u, EntryId(other.id), Some(path("/docs/other-restored")))
+        .await;
+    assert_eq!(back.unwrap().id, other.id);
+    // A live entry is not in the trash.
+    assert!(matches!(
+        store.restore_trash(u, EntryId(f.id), None).await,
+        Err(MetaError::NotFound)
+    ));
+}
+
+async fn retention_keeps_current_versions(store: Arc<dyn MetaStore>) {
+    use std::time::Duration;
+    let u = store.create_user("u", "h").await.unwrap();
+    let f = store
+        .commit(u, commit("/f", None, b"1"), all())
+        .await
+        .unwrap();
+    for (base, data) in [(1, b"2"), (2, b"3"), (3, b"4")] {
+        store
+            .commit(u, commit("/f", Some(base), data), all())
+            .await
+            .unwrap();
+    }
+    let gone = store
+        .commit(u, commit("/gone", None, b"g"), all())
+        .await
+        .unwrap();
+    store
+        .delete(u, EntryId(gone.id), false, None)
+        .await
+        .unwrap();
+    let keep_two = RetentionPolicy {
+        max_age: Duration::from_secs(86400),
+        max_versions: 2,
+        trash_max_age: Duration::from_secs(86400),
+    };
+    let now = hours_from_now(0);
+    let report = store.apply_retention(keep_two, now).await.unwrap();
+    assert_eq!(
+        report,
+        RetentionReport {
+            versions_removed: 2,
+            entries_purged: 0
+        }
+    );
+    let numbers: Vec<u64> = store
+        .versions(u, EntryId(f.id))
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.number)
+        .collect();
+    assert_eq!(numbers, [4, 3]);
+    // Everything old: only the current version survives, and old trash is purged.
+    let later = hours_from_now(48);
+    let report = store.apply_retention(keep_two, later).await.unwrap();
+    assert_eq!(
+        report,
+        RetentionReport {
+            versions_removed: 1,
+            entries_purged: 1
+        }
+    );
+    let numbers: Vec<u64> = store
+        .versions(u, EntryId(f.id))
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.number)
+        .collect();
+    assert_eq!(numbers, [4]);
+    assert!(store.trash(u).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .version_content(u, EntryId(f.id), None)
+            .await
+            .unwrap()
+            .version
+            .number,
+        4
+    );
+    // The dropped chunks are no longer "held": they would be requested again.
+    let s = session("again", "/x", None, &[b"1", b"4"], hours_from_now(1));
+    assert_eq!(store.begin_upload(u, s).await.unwrap(), [false, true]);
+}
+
+async fn retention_racing_commits(store: Arc<dyn MetaStore>) {
+    use std::time::Duration;
+    let u = store.create_user("u", "h").await.unwrap();
+    store
+        .commit(u, commit("/hot", None, b"0"), all())
+        .await
+        .unwrap();
+    let policy = RetentionPolicy {
+        max_age: Duration::ZERO,
+        max_versions: 1,
+        trash_max_age: Duration::from_secs(86400),
+    };
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for base in 1..=50u64 {
+                let data = base.to_le_bytes();
+                store
+                    .commit(u, commit("/hot", Some(base), &data), all())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let cleaner = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                store
+                    .apply_retention(policy, hours_from_now(1))
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    writer.await.unwrap();
+    cleaner.await.unwrap();
+    let hot = store.resolve(u, &path("/hot")).await.unwrap();
+    assert_eq!(hot.version, 51);
+    let current = store
+        .version_content(u, EntryId(hot.id), None)
+        .await
+        .unwrap();
+    assert_eq!(current.version.hash, ContentHash::of(&50u64.to_le_bytes()));
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
@@ -537,6 +793,11 @@ macro_rules! conformance {
             conformance!(@case upload_sessions);
             conformance!(@case commits_check_presence);
             conformance!(@case collection_spares_referenced_chunks);
+            conformance!(@case base_versions_guard_moves_and_deletes);
+            conformance!(@case versions_and_restore);
+            conformance!(@case trash_and_restore);
+            conformance!(@case retention_keeps_current_versions);
+            conformance!(@case retention_racing_commits);
         }
     };
     (@case $name:ident) => {

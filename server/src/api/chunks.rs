@@ -163,8 +163,10 @@ async fn target(
 pub async fn begin(
     State(state): State<AppState>,
     user: AuthUser,
-    ApiJson(request): ApiJson<BeginUploadRequest>,
+    headers: HeaderMap,
+    ApiJson(mut request): ApiJson<BeginUploadRequest>,
 ) -> Result<Json<BeginUploadResponse>, ApiError> {
+    request.base_version = super::base_version(&headers, request.base_version)?;
     validate_chunks(&request, state.config.max_upload_bytes)?;
     let location = target(&state, user, &request).await?;
     let id = random_id()?;
@@ -277,6 +279,7 @@ pub async fn put_chunk(
 pub async fn complete(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<CompleteUploadRequest>,
 ) -> Result<Json<UploadResponse>, ApiError> {
     let upload = match state.meta.upload_state(user.id, &request.upload_id).await {
@@ -337,6 +340,7 @@ pub async fn complete(
             hash: session.hash,
             chunks: session.chunks,
         },
+        device: super::device(&headers),
         upload_id: Some(session.id.clone()),
     };
     let entry = match state.meta.commit(user.id, commit, state.presence()).await {

@@ -118,9 +118,10 @@ pub async fn upload(
             user.id,
             CommitRequest {
                 location: Location::Path(path.clone()),
-                base_version,
+                base_version: super::base_version(&headers, base_version)?,
                 create_parents: true,
                 content,
+                device: super::device(&headers),
                 upload_id: None,
             },
             state.presence(),

@@ -9,6 +9,7 @@
 pub mod auth;
 mod chunks;
 mod files;
+mod history;
 pub mod range;
 mod tree;
 
@@ -51,6 +52,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(MAX_CHUNK as usize + 1)),
         )
         .route("/file/{id}/chunks", get(chunks::manifest))
+        .route("/file/{id}/versions", get(history::versions))
+        .route("/file/{id}/restore", post(history::restore))
+        .route("/trash", get(history::trash))
+        .route("/trash/restore", post(history::restore_trash))
         .route("/stat", get(tree::stat))
         .route("/list", get(tree::list))
         .route("/file/{id}", get(tree::entry).delete(tree::remove))
@@ -102,5 +107,35 @@ impl From<QueryRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         ApiError::bad_request(rejection.body_text())
+    }
+}
+
+/// The device a client names in `X-Cubby-Device` (printable, at most 128 bytes).
+pub fn device(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get("x-cubby-device")?.to_str().ok()?.trim();
+    (!value.is_empty() && value.len() <= 128 && !value.chars().any(char::is_control))
+        .then(|| value.to_owned())
+}
+
+/// The base version of a write: the body's field, or `If-Match: "N"`; both must agree.
+pub fn base_version(
+    headers: &axum::http::HeaderMap,
+    field: Option<u64>,
+) -> Result<Option<u64>, ApiError> {
+    let header = match headers.get(axum::http::header::IF_MATCH) {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().unwrap_or_default().trim();
+            let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+            Some(text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("If-Match must name a version number, like \"3\"")
+            })?)
+        }
+    };
+    match (field, header) {
+        (Some(a), Some(b)) if a != b => {
+            Err(ApiError::bad_request("base_version and If-Match disagree"))
+        }
+        (a, b) => Ok(a.or(b)),
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use cubby_proto::RemotePath;
 use cubby_proto::api::{
     DeleteResponse, Entry, ListResponse, MkdirRequest, MoveRequest, SymlinkRequest,
@@ -104,25 +104,27 @@ pub async fn symlink(
 pub async fn rename(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<MoveRequest>,
 ) -> Result<Json<Entry>, ApiError> {
-    let target = Target {
-        path: request.from,
-        id: request.id,
-    };
-    let entry = find(&state, user, target).await?;
+    let base = super::base_version(&headers, request.base_version)?;
+    let entry = find(
+        &state,
+        user,
+        Target {
+            path: request.from,
+            id: request.id,
+        },
+    )
+    .await?;
     let to = parse_path(&request.to)?;
     if to.is_root() {
         return Err(ApiError::from(crate::meta::MetaError::InvalidMove));
     }
+    let to = Location::Path(to);
     let moved = state
         .meta
-        .rename(
-            user.id,
-            EntryId(entry.id),
-            &Location::Path(to),
-            request.replace,
-        )
+        .rename(user.id, EntryId(entry.id), &to, request.replace, base)
         .await?;
     Ok(Json(moved))
 }
@@ -131,18 +133,21 @@ pub async fn rename(
 pub struct RemoveQuery {
     #[serde(default)]
     recursive: bool,
+    base_version: Option<u64>,
 }
 
-/// `DELETE /file/{id}[?recursive=true]`.
+/// `DELETE /file/{id}[?recursive=true][&base_version=N]`: to the trash.
 pub async fn remove(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<u64>,
     ApiQuery(query): ApiQuery<RemoveQuery>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
+    let base = super::base_version(&headers, query.base_version)?;
     let deleted = state
         .meta
-        .delete(user.id, EntryId(id), query.recursive)
+        .delete(user.id, EntryId(id), query.recursive, base)
         .await?;
     Ok(Json(DeleteResponse { deleted }))
 }
@@ -152,19 +157,23 @@ pub struct RemoveByPath {
     path: String,
     #[serde(default)]
     recursive: bool,
+    #[serde(default)]
+    base_version: Option<u64>,
 }
 
-/// `POST /delete {"path", "recursive"}`.
+/// `POST /delete {"path", "recursive"?, "base_version"?}`: to the trash.
 pub async fn remove_by_path(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<RemoveByPath>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
+    let base = super::base_version(&headers, request.base_version)?;
     let path = parse_path(&request.path)?;
     let entry = state.meta.resolve(user.id, &Location::Path(path)).await?;
     let deleted = state
         .meta
-        .delete(user.id, EntryId(entry.id), request.recursive)
+        .delete(user.id, EntryId(entry.id), request.recursive, base)
         .await?;
     Ok(Json(DeleteResponse { deleted }))
 }

@@ -66,6 +66,39 @@ pub struct VersionRecord {
     pub hash: ContentHash,
     /// Unix nanoseconds.
     pub created_ns: i64,
+    /// The user who committed it.
+    pub author: String,
+    /// The device the client named when committing, if any.
+    pub device: Option<String>,
+}
+
+/// A deleted entry the user can restore.
+#[derive(Debug, Clone)]
+pub struct TrashItem {
+    pub entry: Entry,
+    /// Where it was when deleted.
+    pub path: String,
+    /// Unix nanoseconds.
+    pub deleted_ns: i64,
+    /// Entries that come back with it (itself included).
+    pub entries: u64,
+}
+
+/// What retention keeps: never a current version; otherwise versions younger than
+/// `max_age` and among the `max_versions` newest of their file. Trash older than
+/// `trash_max_age` is purged with its versions.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionPolicy {
+    pub max_age: std::time::Duration,
+    pub max_versions: u32,
+    pub trash_max_age: std::time::Duration,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub versions_removed: u64,
+    pub entries_purged: u64,
 }
 
 /// A version and the chunks that make it up.
@@ -86,6 +119,8 @@ pub struct CommitRequest {
     /// Create missing parent directories.
     pub create_parents: bool,
     pub content: NewContent,
+    /// The device the client named (`X-Cubby-Device`), kept with the version.
+    pub device: Option<String>,
     /// The chunked-upload session this commit completes, if any: it is marked committed
     /// in the same transaction, so a retried `complete` answers the same result.
     pub upload_id: Option<String>,
@@ -208,17 +243,61 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// Moves an entry to `to`; its id stays. With `replace`, a file replaces a file and a
     /// directory replaces an empty directory; without it an existing target is
     /// `AlreadyExists`. Moving a directory under itself is `InvalidMove`.
+    /// With `base_version`, the entry's version (0 for directories and links) must equal
+    /// it, else `VersionConflict`.
     async fn rename(
         &self,
         user: UserId,
         id: EntryId,
         to: &Location,
         replace: bool,
+        base_version: Option<u64>,
     ) -> Result<Entry, MetaError>;
 
-    /// Deletes an entry; a non-empty directory only with `recursive`. Returns how many
-    /// entries were deleted. The root cannot be deleted (`InvalidMove`).
-    async fn delete(&self, user: UserId, id: EntryId, recursive: bool) -> Result<u64, MetaError>;
+    /// Moves an entry to the trash; a non-empty directory only with `recursive` (its
+    /// subtree goes with it). Returns how many entries were removed. The root cannot be
+    /// deleted (`InvalidMove`). `base_version` as for [`MetaStore::rename`]. Versions stay
+    /// until retention purges the trash.
+    async fn delete(
+        &self,
+        user: UserId,
+        id: EntryId,
+        recursive: bool,
+        base_version: Option<u64>,
+    ) -> Result<u64, MetaError>;
+
+    /// Every version of a file, newest first.
+    async fn versions(&self, user: UserId, file: EntryId) -> Result<Vec<VersionRecord>, MetaError>;
+
+    /// Makes version `version` current again, as a new version (same chunks). With
+    /// `base_version`, the current version must equal it.
+    async fn restore_version(
+        &self,
+        user: UserId,
+        file: EntryId,
+        version: u64,
+        base_version: Option<u64>,
+        device: Option<String>,
+    ) -> Result<Entry, MetaError>;
+
+    /// The user's trash, newest first.
+    async fn trash(&self, user: UserId) -> Result<Vec<TrashItem>, MetaError>;
+
+    /// Brings a trashed entry (and its subtree) back, where it was or at `to`.
+    /// `AlreadyExists` if the name is taken; `NotFound` if its old folder is gone.
+    async fn restore_trash(
+        &self,
+        user: UserId,
+        id: EntryId,
+        to: Option<Location>,
+    ) -> Result<Entry, MetaError>;
+
+    /// Applies `policy` to every user at time `now_ns`, in one transaction.
+    async fn apply_retention(
+        &self,
+        policy: RetentionPolicy,
+        now_ns: i64,
+    ) -> Result<RetentionReport, MetaError>;
 
     /// Records a new upload session; returns, per chunk, whether the user already holds
     /// it (references it from a committed version). Dedup is scoped to the user: a chunk

@@ -15,14 +15,18 @@ use cubby_proto::{ContentHash, Name};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore, UploadSession,
-    UploadState, UserId, UserRecord, VersionContent, VersionRecord,
+    ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore,
+    RetentionPolicy, RetentionReport, TrashItem, UploadSession, UploadState, UserId, UserRecord,
+    VersionContent, VersionRecord,
 };
+
+mod history;
 
 /// Numbered migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_uploads.sql"),
+    include_str!("migrations/0003_history.sql"),
 ];
 
 const ENTRY_COLUMNS: &str =
@@ -324,7 +328,7 @@ fn has_children(tx: &Transaction<'_>, dir: u64) -> Result<bool, MetaError> {
         .is_some())
 }
 
-/// Marks `id` and everything below it deleted; returns how many entries that was.
+/// Moves `id` and everything below it to the trash; returns how many entries that was.
 fn delete_subtree(tx: &Transaction<'_>, id: u64, now: i64) -> Result<u64, MetaError> {
     let count = tx.execute(
         "WITH RECURSIVE sub(id) AS (
@@ -333,7 +337,7 @@ fn delete_subtree(tx: &Transaction<'_>, id: u64, now: i64) -> Result<u64, MetaEr
              SELECT e.id FROM entries e JOIN sub ON e.parent_id = sub.id
              WHERE e.deleted_ns IS NULL
          )
-         UPDATE entries SET deleted_ns = ?2 WHERE id IN (SELECT id FROM sub)",
+         UPDATE entries SET deleted_ns = ?2, trash_root_id = ?1 WHERE id IN (SELECT id FROM sub)",
         params![id, now],
     )?;
     Ok(count as u64)
@@ -383,8 +387,17 @@ fn commit_in(
     let now = now_ns();
     let content = &request.content;
     tx.execute(
-        "INSERT INTO versions (file_id, number, size, hash, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![file_id, number, content.size, content.hash.as_bytes(), now],
+        "INSERT INTO versions (file_id, number, size, hash, created_ns, author_id, device)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            file_id,
+            number,
+            content.size,
+            content.hash.as_bytes(),
+            now,
+            user.0,
+            request.device
+        ],
     )?;
     {
         let mut insert_chunk = tx.prepare_cached(
@@ -547,14 +560,26 @@ fn upload_state_in(tx: &Transaction<'_>, user: UserId, id: &str) -> Result<Uploa
     })
 }
 
+/// `VersionConflict` unless `base` is absent or the entry's current version.
+fn check_base(entry: &Entry, base: Option<u64>) -> Result<(), MetaError> {
+    match base {
+        Some(base) if base != entry.version => Err(MetaError::VersionConflict {
+            current: entry.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn rename_in(
     tx: &Transaction<'_>,
     user: UserId,
     id: EntryId,
     to: &Location,
     replace: bool,
+    base_version: Option<u64>,
 ) -> Result<Entry, MetaError> {
     let entry = load_entry(tx, user, id.0)?;
+    check_base(&entry, base_version)?;
     let old_parent = entry.parent_id.ok_or(MetaError::InvalidMove)?;
     let (dir, name) = resolve_parent(tx, user, to, false)?;
     if entry.kind == EntryKind::Dir {
@@ -827,14 +852,7 @@ impl MetaStore for SqliteMetaStore {
                 EntryKind::Symlink => return Err(MetaError::NotFound),
             }
             let number = version.unwrap_or(entry.version);
-            let version = tx
-                .query_row(
-                    "SELECT size, hash, created_ns FROM versions WHERE file_id = ?1 AND number = ?2",
-                    params![entry.id, number],
-                    |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?)),
-                )
-                .optional()?
-                .ok_or(MetaError::NotFound)?;
+            let version = history::load_version(tx, file, number)?;
             let mut stmt = tx.prepare_cached(
                 "SELECT hash, size FROM version_chunks WHERE file_id = ?1 AND number = ?2 ORDER BY seq",
             )?;
@@ -848,13 +866,7 @@ impl MetaStore for SqliteMetaStore {
                 })
                 .collect::<Result<Vec<_>, MetaError>>()?;
             Ok(VersionContent {
-                version: VersionRecord {
-                    file_id: file,
-                    number,
-                    size: version.0,
-                    hash: hash_from_blob(version.1)?,
-                    created_ns: version.2,
-                },
+                version,
                 chunks,
             })
         })
@@ -867,15 +879,23 @@ impl MetaStore for SqliteMetaStore {
         id: EntryId,
         to: &Location,
         replace: bool,
+        base_version: Option<u64>,
     ) -> Result<Entry, MetaError> {
         let to = to.clone();
-        self.write(move |tx| rename_in(tx, user, id, &to, replace))
+        self.write(move |tx| rename_in(tx, user, id, &to, replace, base_version))
             .await
     }
 
-    async fn delete(&self, user: UserId, id: EntryId, recursive: bool) -> Result<u64, MetaError> {
+    async fn delete(
+        &self,
+        user: UserId,
+        id: EntryId,
+        recursive: bool,
+        base_version: Option<u64>,
+    ) -> Result<u64, MetaError> {
         self.write(move |tx| {
             let entry = load_entry(tx, user, id.0)?;
+            check_base(&entry, base_version)?;
             let parent = entry.parent_id.ok_or(MetaError::InvalidMove)?;
             if entry.kind == EntryKind::Dir && !recursive && has_children(tx, entry.id)? {
                 return Err(MetaError::DirectoryNotEmpty);
@@ -886,5 +906,46 @@ impl MetaStore for SqliteMetaStore {
             Ok(count)
         })
         .await
+    }
+
+    async fn versions(&self, user: UserId, file: EntryId) -> Result<Vec<VersionRecord>, MetaError> {
+        self.read(move |tx| history::versions(tx, user, file)).await
+    }
+
+    async fn restore_version(
+        &self,
+        user: UserId,
+        file: EntryId,
+        version: u64,
+        base_version: Option<u64>,
+        device: Option<String>,
+    ) -> Result<Entry, MetaError> {
+        self.write(move |tx| {
+            history::restore_version(tx, user, file, version, base_version, device)
+        })
+        .await
+    }
+
+    async fn trash(&self, user: UserId) -> Result<Vec<TrashItem>, MetaError> {
+        self.read(move |tx| history::trash(tx, user)).await
+    }
+
+    async fn restore_trash(
+        &self,
+        user: UserId,
+        id: EntryId,
+        to: Option<Location>,
+    ) -> Result<Entry, MetaError> {
+        self.write(move |tx| history::restore_trash(tx, user, id, to))
+            .await
+    }
+
+    async fn apply_retention(
+        &self,
+        policy: RetentionPolicy,
+        now_ns: i64,
+    ) -> Result<RetentionReport, MetaError> {
+        self.write(move |tx| history::apply_retention(tx, policy, now_ns))
+            .await
     }
 }

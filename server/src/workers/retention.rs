@@ -1,0 +1,30 @@
+//! Retention: drops versions past the policy and purges old trash, on a timer.
+//!
+//! One pass is one metadata transaction, so it is atomic with respect to commits: a
+//! version that a racing commit makes non-current is judged after that commit or not
+//! at all, and the current version of a file is never removed. The chunks that only
+//! removed versions listed become unreferenced and are collected by garbage collection
+//! after its grace period.
+
+use crate::AppState;
+use crate::meta::sqlite::now_ns;
+
+/// Runs passes forever, every `retention_interval`.
+pub async fn run(state: AppState) {
+    let mut ticker = tokio::time::interval(state.config.retention_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match state
+            .meta
+            .apply_retention(state.config.retention(), now_ns())
+            .await
+        {
+            Ok(report) if report.versions_removed + report.entries_purged > 0 => {
+                tracing::info!(?report, "retention pass");
+            }
+            Ok(report) => tracing::debug!(?report, "retention pass"),
+            Err(error) => tracing::warn!(%error, "retention pass failed"),
+        }
+    }
+}
