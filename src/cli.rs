@@ -58,6 +58,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the versions of a file, newest first.
+    Versions {
+        remote: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an old version current again (as a new version; history is kept).
+    Restore {
+        remote: String,
+        #[arg(long)]
+        version: u64,
+    },
+    /// Move a file or folder to the trash.
+    Rm {
+        remote: String,
+        /// Folders with everything inside.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// List the trash, or restore from it.
+    Trash {
+        #[command(subcommand)]
+        action: Option<TrashAction>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a file from the server.
     Download {
         remote: String,
@@ -68,6 +94,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrashAction {
+    /// Bring back the most recently deleted entry that was at PATH.
+    Restore {
+        remote: String,
+        /// Put it here instead of where it was.
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+fn parse_remote(text: &str) -> Result<RemotePath, String> {
+    text.parse().map_err(|e| format!("{text}: {e}"))
+}
+
+fn format_time(ns: i64) -> String {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
+    humantime::format_rfc3339_seconds(when).to_string()
+}
+
+async fn file_id(remote: &Remote, path: &RemotePath) -> Result<u64, String> {
+    match remote.stat(path).await.map_err(|e| e.to_string())? {
+        Some(entry) => Ok(entry.id),
+        None => Err(format!("{path}: no such file on the server")),
+    }
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -175,6 +228,111 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
                     Ok(ExitCode::SUCCESS)
                 }
             }
+        }
+        Command::Versions {
+            remote: remote_path,
+            json,
+        } => {
+            let remote = remote_from(&config_path)?;
+            let path = parse_remote(&remote_path)?;
+            let id = file_id(&remote, &path).await?;
+            let history = remote.versions(id).await.map_err(|e| e.to_string())?;
+            if json {
+                print_json(&history)?;
+            } else {
+                for v in &history.versions {
+                    let mark = if v.number == history.current_version {
+                        "*"
+                    } else {
+                        " "
+                    };
+                    let device = v
+                        .device
+                        .as_deref()
+                        .map(|d| format!("@{d}"))
+                        .unwrap_or_default();
+                    println!(
+                        "{mark}{:>5}  {:>12}  {}  {}{device}  {}",
+                        v.number,
+                        v.size,
+                        format_time(v.created_ns),
+                        v.author,
+                        &v.hash.to_string()[..16]
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            remote: remote_path,
+            version,
+        } => {
+            let remote = remote_from(&config_path)?;
+            let path = parse_remote(&remote_path)?;
+            let id = file_id(&remote, &path).await?;
+            let entry = remote
+                .restore(id, version, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "restored {path} version {version} as version {}",
+                entry.version
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rm {
+            remote: remote_path,
+            recursive,
+        } => {
+            let remote = remote_from(&config_path)?;
+            let path = parse_remote(&remote_path)?;
+            let done = remote
+                .delete(&path, recursive)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("moved {path} to the trash ({} entries)", done.deleted);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trash { action: None, json } => {
+            let remote = remote_from(&config_path)?;
+            let trash = remote.trash().await.map_err(|e| e.to_string())?;
+            if json {
+                print_json(&trash)?;
+            } else {
+                for item in &trash.items {
+                    println!(
+                        "{}  {}  ({} entries)",
+                        format_time(item.deleted_ns),
+                        item.path,
+                        item.entries
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trash {
+            action:
+                Some(TrashAction::Restore {
+                    remote: remote_path,
+                    to,
+                }),
+            ..
+        } => {
+            let remote = remote_from(&config_path)?;
+            let path = parse_remote(&remote_path)?;
+            let to = to.as_deref().map(parse_remote).transpose()?;
+            let trash = remote.trash().await.map_err(|e| e.to_string())?;
+            let item = trash
+                .items
+                .iter()
+                .find(|item| item.path == path.to_string())
+                .ok_or_else(|| format!("{path} is not in the trash"))?;
+            let entry = remote
+                .restore_trash(item.entry.id, to.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("restored {path} (id {})", entry.id);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Download {
             remote: remote_path,

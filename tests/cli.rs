@@ -235,3 +235,59 @@ fn clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!dir.path().join("c.json").exists());
 }
+
+#[test]
+fn versions_restore_rm_and_trash() {
+    let server = TestServer::start();
+    let cli = Cli::login(&server, "alice");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.txt");
+    for text in ["first\n", "second\n", "third\n"] {
+        std::fs::write(&file, text).unwrap();
+        cli.upload_ok(&file, "/notes/f.txt", &[]);
+    }
+    let out = cli.run(&["versions", "/notes/f.txt", "--json"]);
+    assert!(out.status.success());
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(history["current_version"], 3);
+    assert_eq!(history["versions"].as_array().unwrap().len(), 3);
+    assert_eq!(history["versions"][2]["author"], "alice");
+    assert!(
+        history["versions"][2]["device"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
+    let listing = cli.run(&["versions", "/notes/f.txt"]);
+    assert_eq!(String::from_utf8_lossy(&listing.stdout).lines().count(), 3);
+
+    let out = cli.run(&["restore", "/notes/f.txt", "--version", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as version 4"));
+    let back = dir.path().join("back");
+    cli.download_ok("/notes/f.txt", &back);
+    assert_eq!(std::fs::read(&back).unwrap(), b"first\n");
+
+    let out = cli.run(&["rm", "/notes"]);
+    assert_eq!(out.status.code(), Some(1), "a folder needs -r");
+    let out = cli.run(&["rm", "-r", "/notes"]);
+    assert!(out.status.success());
+    let out = cli.run(&["download", "/notes/f.txt", back.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = cli.run(&["trash", "--json"]);
+    let trash: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(trash["items"][0]["path"], "/notes");
+    let out = cli.run(&["trash", "restore", "/notes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cli.download_ok("/notes/f.txt", &back);
+    assert_eq!(std::fs::read(&back).unwrap(), b"first\n");
+    let out = cli.run(&["trash", "restore", "/notes"]);
+    assert_eq!(out.status.code(), Some(1));
+}

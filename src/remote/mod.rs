@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cubby_proto::api::{
-    BeginUploadRequest, BeginUploadResponse, CompleteUploadRequest, Entry, FileManifest,
-    LoginRequest, LoginResponse, UploadResponse,
+    BeginUploadRequest, BeginUploadResponse, CompleteUploadRequest, DeleteResponse, Entry,
+    FileManifest, LoginRequest, LoginResponse, RestoreRequest, TrashResponse, TrashRestoreRequest,
+    UploadResponse, VersionsResponse,
 };
 use cubby_proto::{ErrorBody, ErrorCode, RemotePath};
 use reqwest::StatusCode;
@@ -62,7 +63,12 @@ impl std::fmt::Debug for Remote {
 }
 
 fn http_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(device) = reqwest::header::HeaderValue::from_str(&crate::conflict::host_name()) {
+        headers.insert("x-cubby-device", device);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
@@ -200,5 +206,83 @@ impl Remote {
         } else {
             Err(error_from(status, &bytes))
         }
+    }
+
+    /// `GET /file/{id}/versions`.
+    pub async fn versions(&self, file_id: u64) -> Result<VersionsResponse, RemoteError> {
+        let url = self.url(&format!("/file/{file_id}/versions"));
+        decode(self.http.get(url).bearer_auth(&self.token).send().await?).await
+    }
+
+    /// `POST /file/{id}/restore`.
+    pub async fn restore(
+        &self,
+        file_id: u64,
+        version: u64,
+        base_version: Option<u64>,
+    ) -> Result<Entry, RemoteError> {
+        let url = self.url(&format!("/file/{file_id}/restore"));
+        let body = RestoreRequest {
+            version,
+            base_version,
+        };
+        decode(
+            self.http
+                .post(url)
+                .bearer_auth(&self.token)
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `POST /delete`: to the trash.
+    pub async fn delete(
+        &self,
+        path: &RemotePath,
+        recursive: bool,
+    ) -> Result<DeleteResponse, RemoteError> {
+        let body = serde_json::json!({"path": path.to_string(), "recursive": recursive});
+        let response = self
+            .http
+            .post(self.url("/delete"))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `GET /trash`.
+    pub async fn trash(&self) -> Result<TrashResponse, RemoteError> {
+        decode(
+            self.http
+                .get(self.url("/trash"))
+                .bearer_auth(&self.token)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `POST /trash/restore`.
+    pub async fn restore_trash(
+        &self,
+        id: u64,
+        to: Option<&RemotePath>,
+    ) -> Result<Entry, RemoteError> {
+        let body = TrashRestoreRequest {
+            id,
+            to: to.map(|p| p.to_string()),
+        };
+        let response = self
+            .http
+            .post(self.url("/trash/restore"))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        decode(response).await
     }
 }
