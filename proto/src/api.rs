@@ -82,8 +82,13 @@ pub struct ListResponse {
 /// `POST /mkdir`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MkdirRequest {
-    /// Absolute path of the new directory.
-    pub path: String,
+    /// Absolute path of the new directory (or give `parent_id` and `name`).
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub parent_id: Option<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
     /// Create missing parents, and succeed when the directory exists (like `mkdir -p`).
     #[serde(default)]
     pub parents: bool,
@@ -94,8 +99,13 @@ pub struct MkdirRequest {
 /// `POST /symlink`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SymlinkRequest {
-    /// Absolute path of the new link.
-    pub path: String,
+    /// Absolute path of the new link (or give `parent_id` and `name`).
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub parent_id: Option<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
     pub target: String,
 }
 
@@ -107,8 +117,14 @@ pub struct MoveRequest {
     pub id: Option<u64>,
     #[serde(default)]
     pub from: Option<String>,
-    /// The new path. Its parent must exist and be a directory.
-    pub to: String,
+    /// The new path (or give `to_parent_id` and `to_name`). Its parent must exist and
+    /// be a directory.
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub to_parent_id: Option<u64>,
+    #[serde(default)]
+    pub to_name: Option<String>,
     /// Replace what is at `to` (a file over a file, a directory over an empty
     /// directory). Without it an existing `to` is `already_exists`.
     #[serde(default)]
@@ -141,6 +157,11 @@ pub struct BeginUploadRequest {
     /// An existing file to give a new version, wherever it is now.
     #[serde(default)]
     pub file_id: Option<u64>,
+    /// Or a name inside a directory given by id.
+    #[serde(default)]
+    pub parent_id: Option<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
     /// The version the content is based on (none: create a new file).
     #[serde(default)]
     pub base_version: Option<u64>,
@@ -254,4 +275,15 @@ pub struct TrashRestoreRequest {
     /// Somewhere else to put it (default: where it was).
     #[serde(default)]
     pub to: Option<String>,
+}
+
+/// `POST /file/{id}/attrs`: change the mode or modification time of an entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AttrsRequest {
+    /// Permission bits (07777).
+    #[serde(default)]
+    pub mode: Option<u32>,
+    /// Nanoseconds since the Unix epoch.
+    #[serde(default)]
+    pub mtime_ns: Option<i64>,
 }

@@ -204,6 +204,8 @@ async fn send(
     let request = BeginUploadRequest {
         path: Some(path.to_string()),
         file_id: None,
+        parent_id: None,
+        name: None,
         base_version,
         size: plan.size,
         hash: plan.hash,

@@ -123,24 +123,33 @@ async fn target(
     user: AuthUser,
     request: &BeginUploadRequest,
 ) -> Result<Location, ApiError> {
-    let location = match (&request.path, request.file_id) {
-        (Some(path), None) => {
+    let location = match (
+        &request.path,
+        request.file_id,
+        request.parent_id,
+        &request.name,
+    ) {
+        (Some(path), None, None, None) => {
             let path: RemotePath = path.parse()?;
             if path.is_root() {
                 return Err(MetaError::IsADirectory.into());
             }
             Location::Path(path)
         }
-        (None, Some(id)) => Location::Entry(EntryId(id)),
+        (None, Some(id), None, None) => Location::Entry(EntryId(id)),
+        (None, None, Some(parent), Some(name)) => Location::Child {
+            parent: EntryId(parent),
+            name: name.parse()?,
+        },
         _ => {
             return Err(ApiError::bad_request(
-                "give exactly one of 'path' and 'file_id'",
+                "give one of 'path', 'file_id', or 'parent_id' and 'name'",
             ));
         }
     };
     let current = match state.meta.resolve(user.id, &location).await {
         Ok(entry) => Some(entry),
-        Err(MetaError::NotFound) if matches!(location, Location::Path(_)) => None,
+        Err(MetaError::NotFound) if !matches!(location, Location::Entry(_)) => None,
         Err(error) => return Err(error.into()),
     };
     match current {

@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/file/{id}/chunks", get(chunks::manifest))
         .route("/file/{id}/versions", get(history::versions))
+        .route("/file/{id}/attrs", post(tree::set_attrs))
         .route("/file/{id}/restore", post(history::restore))
         .route("/trash", get(history::trash))
         .route("/trash/restore", post(history::restore_trash))
@@ -137,5 +138,24 @@ pub fn base_version(
             Err(ApiError::bad_request("base_version and If-Match disagree"))
         }
         (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// Where a request puts an entry: `path`, or `parent_id` and `name`.
+pub fn location(
+    path: Option<&str>,
+    parent_id: Option<u64>,
+    name: Option<&str>,
+) -> Result<crate::meta::Location, ApiError> {
+    use crate::meta::{EntryId, Location};
+    match (path, parent_id, name) {
+        (Some(path), None, None) => Ok(Location::Path(path.parse()?)),
+        (None, Some(parent), Some(name)) => Ok(Location::Child {
+            parent: EntryId(parent),
+            name: name.parse()?,
+        }),
+        _ => Err(ApiError::bad_request(
+            "give either 'path', or 'parent_id' and 'name'",
+        )),
     }
 }

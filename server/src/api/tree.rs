@@ -72,11 +72,18 @@ pub async fn mkdir(
     user: AuthUser,
     ApiJson(request): ApiJson<MkdirRequest>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
-    let path = parse_path(&request.path)?;
+    let place = super::location(
+        request.path.as_deref(),
+        request.parent_id,
+        request.name.as_deref(),
+    )?;
+    if matches!(&place, Location::Path(p) if p.is_root()) && !request.parents {
+        return Err(crate::meta::MetaError::AlreadyExists.into());
+    }
     let mode = request.mode.unwrap_or(0o755) & 0o7777;
     let entry = state
         .meta
-        .mkdir(user.id, &Location::Path(path), request.parents, mode)
+        .mkdir(user.id, &place, request.parents, mode)
         .await?;
     Ok((StatusCode::CREATED, Json(entry)))
 }
@@ -87,16 +94,17 @@ pub async fn symlink(
     user: AuthUser,
     ApiJson(request): ApiJson<SymlinkRequest>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
-    let path = parse_path(&request.path)?;
+    let place = super::location(
+        request.path.as_deref(),
+        request.parent_id,
+        request.name.as_deref(),
+    )?;
     if request.target.is_empty() || request.target.contains('\0') || request.target.len() > 4095 {
         return Err(ApiError::bad_request(
             "a link target is 1 to 4095 bytes without NUL",
         ));
     }
-    let entry = state
-        .meta
-        .symlink(user.id, &Location::Path(path), &request.target)
-        .await?;
+    let entry = state.meta.symlink(user.id, &place, &request.target).await?;
     Ok((StatusCode::CREATED, Json(entry)))
 }
 
@@ -117,11 +125,14 @@ pub async fn rename(
         },
     )
     .await?;
-    let to = parse_path(&request.to)?;
-    if to.is_root() {
+    let to = super::location(
+        request.to.as_deref(),
+        request.to_parent_id,
+        request.to_name.as_deref(),
+    )?;
+    if matches!(&to, Location::Path(p) if p.is_root()) {
         return Err(ApiError::from(crate::meta::MetaError::InvalidMove));
     }
-    let to = Location::Path(to);
     let moved = state
         .meta
         .rename(user.id, EntryId(entry.id), &to, request.replace, base)
@@ -176,4 +187,20 @@ pub async fn remove_by_path(
         .delete(user.id, EntryId(entry.id), request.recursive, base)
         .await?;
     Ok(Json(DeleteResponse { deleted }))
+}
+
+/// `POST /file/{id}/attrs {"mode"?, "mtime_ns"?}`: permission bits and modification time.
+pub async fn set_attrs(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<u64>,
+    ApiJson(request): ApiJson<cubby_proto::api::AttrsRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    let mode = request.mode.map(|m| m & 0o7777);
+    Ok(Json(
+        state
+            .meta
+            .set_attrs(user.id, EntryId(id), mode, request.mtime_ns)
+            .await?,
+    ))
 }

@@ -266,6 +266,15 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         base_version: Option<u64>,
     ) -> Result<u64, MetaError>;
 
+    /// Sets the permission bits and/or the modification time of an entry.
+    async fn set_attrs(
+        &self,
+        user: UserId,
+        id: EntryId,
+        mode: Option<u32>,
+        mtime_ns: Option<i64>,
+    ) -> Result<Entry, MetaError>;
+
     /// Every version of a file, newest first.
     async fn versions(&self, user: UserId, file: EntryId) -> Result<Vec<VersionRecord>, MetaError>;
 

@@ -21,6 +21,7 @@ use super::{
 };
 
 mod history;
+mod uploads;
 
 /// Numbered migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -430,136 +431,6 @@ fn commit_in(
     load_entry(tx, user, file_id)
 }
 
-/// Whether `user` holds `hash`: a committed version of theirs lists it, or they
-/// delivered it (hash-checked) in an upload session that is still live.
-fn holds_chunk(tx: &Transaction<'_>, user: UserId, hash: &ContentHash) -> Result<bool, MetaError> {
-    Ok(tx
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM user_chunks WHERE user_id = ?1 AND hash = ?2)
-                 OR EXISTS (SELECT 1 FROM upload_chunks c JOIN uploads u ON u.id = c.upload_id
-                            WHERE u.user_id = ?1 AND c.hash = ?2 AND c.received = 1
-                              AND u.expires_ns > ?3)",
-        )?
-        .query_row(params![user.0, hash.as_bytes(), now_ns()], |r| {
-            r.get::<_, bool>(0)
-        })?)
-}
-
-fn begin_upload_in(
-    tx: &Transaction<'_>,
-    user: UserId,
-    session: &UploadSession,
-) -> Result<Vec<bool>, MetaError> {
-    let (path, file_id) = match &session.target {
-        Location::Path(path) => (Some(path.to_string()), None),
-        Location::Entry(id) => (None, Some(id.0)),
-        Location::Child { .. } => {
-            return Err(MetaError::Backend(
-                "an upload targets a path or a file id".into(),
-            ));
-        }
-    };
-    tx.execute(
-        "INSERT INTO uploads (id, user_id, path, file_id, base_version, size, hash, created_ns, expires_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            session.id,
-            user.0,
-            path,
-            file_id,
-            session.base_version,
-            session.size,
-            session.hash.as_bytes(),
-            now_ns(),
-            session.expires_ns
-        ],
-    )?;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO upload_chunks (upload_id, seq, hash, size) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    let mut held = Vec::with_capacity(session.chunks.len());
-    for (seq, chunk) in session.chunks.iter().enumerate() {
-        insert.execute(params![session.id, seq, chunk.hash.as_bytes(), chunk.size])?;
-        held.push(holds_chunk(tx, user, &chunk.hash)?);
-    }
-    Ok(held)
-}
-
-fn upload_state_in(tx: &Transaction<'_>, user: UserId, id: &str) -> Result<UploadState, MetaError> {
-    type Row = (
-        Option<String>,
-        Option<u64>,
-        Option<u64>,
-        u64,
-        Vec<u8>,
-        i64,
-        Option<u64>,
-        Option<u64>,
-    );
-    let row: Option<Row> = tx
-        .query_row(
-            "SELECT path, file_id, base_version, size, hash, expires_ns, committed_file_id,
-                    committed_version
-             FROM uploads WHERE id = ?1 AND user_id = ?2 AND expires_ns > ?3",
-            params![id, user.0, now_ns()],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            },
-        )
-        .optional()?;
-    let (path, file_id, base_version, size, hash, expires_ns, committed_file, committed_version) =
-        row.ok_or(MetaError::NotFound)?;
-    let target = match (path, file_id) {
-        (Some(path), _) => Location::Path(
-            path.parse()
-                .map_err(|e| MetaError::Backend(format!("stored path: {e}")))?,
-        ),
-        (None, Some(id)) => Location::Entry(EntryId(id)),
-        (None, None) => return Err(MetaError::Backend("upload without a target".into())),
-    };
-    let mut stmt = tx.prepare_cached(
-        "SELECT hash, size, received FROM upload_chunks WHERE upload_id = ?1 ORDER BY seq",
-    )?;
-    let rows = stmt
-        .query_map(params![id], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, bool>(2)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut chunks = Vec::with_capacity(rows.len());
-    let mut available = Vec::with_capacity(rows.len());
-    for (hash, size, received) in rows {
-        let hash = hash_from_blob(hash)?;
-        available.push(received || holds_chunk(tx, user, &hash)?);
-        chunks.push(ChunkRef { hash, size });
-    }
-    Ok(UploadState {
-        session: UploadSession {
-            id: id.to_owned(),
-            target,
-            base_version,
-            size,
-            hash: hash_from_blob(hash)?,
-            chunks,
-            expires_ns,
-        },
-        available,
-        committed: committed_file.zip(committed_version),
-    })
-}
-
 /// `VersionConflict` unless `base` is absent or the entry's current version.
 fn check_base(entry: &Entry, base: Option<u64>) -> Result<(), MetaError> {
     match base {
@@ -773,13 +644,13 @@ impl MetaStore for SqliteMetaStore {
         user: UserId,
         session: UploadSession,
     ) -> Result<Vec<bool>, MetaError> {
-        self.write(move |tx| begin_upload_in(tx, user, &session))
+        self.write(move |tx| uploads::begin(tx, user, &session))
             .await
     }
 
     async fn upload_state(&self, user: UserId, id: &str) -> Result<UploadState, MetaError> {
         let id = id.to_owned();
-        self.read(move |tx| upload_state_in(tx, user, &id)).await
+        self.read(move |tx| uploads::state(tx, user, &id)).await
     }
 
     async fn mark_received(&self, id: &str, hash: ContentHash) -> Result<(), MetaError> {
@@ -947,5 +818,24 @@ impl MetaStore for SqliteMetaStore {
     ) -> Result<RetentionReport, MetaError> {
         self.write(move |tx| history::apply_retention(tx, policy, now_ns))
             .await
+    }
+
+    async fn set_attrs(
+        &self,
+        user: UserId,
+        id: EntryId,
+        mode: Option<u32>,
+        mtime_ns: Option<i64>,
+    ) -> Result<Entry, MetaError> {
+        self.write(move |tx| {
+            let entry = load_entry(tx, user, id.0)?;
+            tx.execute(
+                "UPDATE entries SET mode = COALESCE(?2, mode), mtime_ns = COALESCE(?3, mtime_ns)
+                 WHERE id = ?1",
+                params![entry.id, mode.map(|m| m & 0o7777), mtime_ns],
+            )?;
+            load_entry(tx, user, entry.id)
+        })
+        .await
     }
 }

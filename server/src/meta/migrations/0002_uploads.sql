@@ -5,6 +5,8 @@ CREATE TABLE uploads (
     user_id           INTEGER NOT NULL REFERENCES users(id),
     path              TEXT,
     file_id           INTEGER,
+    parent_id         INTEGER,
+    name              TEXT,
     base_version      INTEGER,
     size              INTEGER NOT NULL,
     hash              BLOB NOT NULL,
@@ -12,7 +14,7 @@ CREATE TABLE uploads (
     expires_ns        INTEGER NOT NULL,
     committed_file_id INTEGER,
     committed_version INTEGER,
-    CHECK ((path IS NULL) <> (file_id IS NULL))
+    CHECK ((path IS NOT NULL) + (file_id IS NOT NULL) + (parent_id IS NOT NULL) = 1)
 );
 CREATE INDEX uploads_expiry ON uploads(expires_ns);
 
