@@ -84,6 +84,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mount the store as a folder (runs until unmounted).
+    Mount {
+        dir: PathBuf,
+        /// Where written files wait until committed (default: per mount point, under
+        /// the user's data directory).
+        #[arg(long)]
+        staging_dir: Option<PathBuf>,
+        /// The chunk cache (default: ~/.cache/cubby/chunks).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Most MiB the chunk cache holds.
+        #[arg(long, default_value_t = 4096)]
+        cache_mib: u64,
+        /// Let other users use the mount.
+        #[arg(long)]
+        allow_other: bool,
+    },
+    /// Unmount a mounted folder.
+    Unmount { dir: PathBuf },
     /// Download a file from the server.
     Download {
         remote: String,
@@ -228,6 +247,31 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
                     Ok(ExitCode::SUCCESS)
                 }
             }
+        }
+        Command::Mount {
+            dir,
+            staging_dir,
+            cache_dir,
+            cache_mib,
+            allow_other,
+        } => {
+            let remote = remote_from(&config_path)?;
+            let dir = std::fs::canonicalize(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let mut options = crate::mount::MountOptions::defaults_for(&dir);
+            if let Some(staging) = staging_dir {
+                options.staging_dir = staging;
+            }
+            if let Some(cache) = cache_dir {
+                options.cache_dir = cache;
+            }
+            options.cache_bytes = cache_mib << 20;
+            options.allow_other = allow_other;
+            crate::mount::mount(remote, dir, options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unmount { dir } => {
+            crate::mount::unmount(&dir)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Versions {
             remote: remote_path,

@@ -285,4 +285,118 @@ impl Remote {
             .await?;
         decode(response).await
     }
+
+    /// `GET /file/{id}`.
+    pub async fn entry(&self, id: u64) -> Result<Entry, RemoteError> {
+        let url = self.url(&format!("/file/{id}"));
+        decode(self.http.get(url).bearer_auth(&self.token).send().await?).await
+    }
+
+    /// `GET /stat?path=/`: the user's root directory.
+    pub async fn root(&self) -> Result<Entry, RemoteError> {
+        let response = self
+            .http
+            .get(self.url("/stat"))
+            .bearer_auth(&self.token)
+            .query(&[("path", "/")])
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `GET /list?id=`: the children of a directory.
+    pub async fn children(&self, dir: u64) -> Result<Vec<Entry>, RemoteError> {
+        let response = self
+            .http
+            .get(self.url("/list"))
+            .bearer_auth(&self.token)
+            .query(&[("id", dir)])
+            .send()
+            .await?;
+        let listing: cubby_proto::api::ListResponse = decode(response).await?;
+        Ok(listing.children)
+    }
+
+    /// `POST /mkdir` by parent id and name.
+    pub async fn mkdir_in(&self, parent: u64, name: &str, mode: u32) -> Result<Entry, RemoteError> {
+        let body = serde_json::json!({"parent_id": parent, "name": name, "mode": mode});
+        let response = self
+            .http
+            .post(self.url("/mkdir"))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `POST /symlink` by parent id and name.
+    pub async fn symlink_in(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+    ) -> Result<Entry, RemoteError> {
+        let body = serde_json::json!({"parent_id": parent, "name": name, "target": target});
+        let response = self
+            .http
+            .post(self.url("/symlink"))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `POST /move` of entry `id` to `name` inside `parent`.
+    pub async fn move_to(
+        &self,
+        id: u64,
+        parent: u64,
+        name: &str,
+        replace: bool,
+    ) -> Result<Entry, RemoteError> {
+        let body = serde_json::json!({
+            "id": id, "to_parent_id": parent, "to_name": name, "replace": replace
+        });
+        let response = self
+            .http
+            .post(self.url("/move"))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `DELETE /file/{id}`: to the trash.
+    pub async fn delete_id(&self, id: u64, recursive: bool) -> Result<DeleteResponse, RemoteError> {
+        let url = self.url(&format!("/file/{id}"));
+        let response = self
+            .http
+            .delete(url)
+            .bearer_auth(&self.token)
+            .query(&[("recursive", recursive)])
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `POST /file/{id}/attrs`.
+    pub async fn set_attrs(
+        &self,
+        id: u64,
+        attrs: &cubby_proto::api::AttrsRequest,
+    ) -> Result<Entry, RemoteError> {
+        let url = self.url(&format!("/file/{id}/attrs"));
+        decode(
+            self.http
+                .post(url)
+                .bearer_auth(&self.token)
+                .json(attrs)
+                .send()
+                .await?,
+        )
+        .await
+    }
 }

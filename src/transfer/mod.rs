@@ -4,7 +4,9 @@ mod download;
 mod upload;
 
 pub use download::{DownloadError, DownloadReport, download};
-pub use upload::{Base, ConflictReport, UploadError, UploadReport, upload};
+pub use upload::{
+    Base, ConflictReport, Target, UploadError, UploadReport, commit_local, recommit, upload,
+};
 
 /// Chunk transfers in flight at once, per file.
 pub const PARALLEL_CHUNKS: usize = 4;

@@ -78,6 +78,29 @@ pub enum UploadError {
     Remote(#[from] RemoteError),
 }
 
+/// Where an upload commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Path(RemotePath),
+    /// A new version of an existing file, wherever it is now.
+    File(u64),
+    /// A name inside a directory given by id.
+    Child {
+        parent: u64,
+        name: String,
+    },
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Path(path) => path.to_string(),
+            Target::File(id) => format!("file {id}"),
+            Target::Child { parent, name } => format!("{name} in directory {parent}"),
+        }
+    }
+}
+
 /// A file cut into chunks.
 struct Plan {
     size: u64,
@@ -145,7 +168,8 @@ pub async fn upload(
             None => None,
         },
     };
-    match send(remote, local, remote_path, base_version, &plan, progress).await {
+    let target = Target::Path(remote_path.clone());
+    match send(remote, local, &target, base_version, &plan, progress).await {
         Err(UploadError::Remote(error)) if error.code() == Some(ErrorCode::VersionConflict) => {
             let current_version = error.current_version().unwrap_or(0);
             keep_conflicted_copy(remote, local, remote_path, &plan, current_version, progress).await
@@ -173,7 +197,16 @@ async fn keep_conflicted_copy(
             .parse()
             .map_err(|e| RemoteError::Protocol(format!("conflicted copy name: {e}")))?;
         let copy = parent.join(copy_name);
-        match send(remote, local, &copy, None, plan, progress).await {
+        match send(
+            remote,
+            local,
+            &Target::Path(copy.clone()),
+            None,
+            plan,
+            progress,
+        )
+        .await
+        {
             Ok(mut report) => {
                 report.conflict = Some(ConflictReport {
                     current_version,
@@ -192,24 +225,114 @@ async fn keep_conflicted_copy(
     Err(RemoteError::Protocol("no free name for the conflicted copy".into()).into())
 }
 
+/// Uploads `local` to `target` based on `base_version`, once: a stale base is an error
+/// (`RemoteError` with code `version_conflict`) for the caller to handle.
+pub async fn commit_local(
+    remote: &Remote,
+    local: &Path,
+    target: &Target,
+    base_version: Option<u64>,
+) -> Result<UploadReport, UploadError> {
+    let local_owned = local.to_owned();
+    let plan = tokio::task::spawn_blocking(move || plan(&local_owned, &Progress::hidden()))
+        .await
+        .map_err(|e| UploadError::Local {
+            path: local.to_owned(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| UploadError::Local {
+            path: local.to_owned(),
+            source,
+        })?;
+    send(
+        remote,
+        local,
+        target,
+        base_version,
+        &Arc::new(plan),
+        &Progress::hidden(),
+    )
+    .await
+}
+
+/// Commits the content of `manifest` (a version already on the server) at `target`,
+/// without re-reading it locally: chunks the server still holds for the user are not
+/// sent; any it asks for are fetched from the manifest's URLs and sent back.
+pub async fn recommit(
+    remote: &Remote,
+    manifest: &cubby_proto::api::FileManifest,
+    target: &Target,
+    base_version: Option<u64>,
+) -> Result<cubby_proto::api::UploadResponse, UploadError> {
+    let request = begin_request(
+        target,
+        base_version,
+        manifest.size,
+        manifest.hash,
+        manifest
+            .chunks
+            .iter()
+            .map(|c| ChunkSpec {
+                hash: c.hash,
+                size: c.size,
+            })
+            .collect(),
+    );
+    let begun = remote.begin_upload(&request).await?;
+    for missing in &begun.missing {
+        let source = manifest
+            .chunks
+            .iter()
+            .find(|c| c.hash == missing.hash)
+            .ok_or_else(|| RemoteError::Protocol(format!("unknown chunk {}", missing.hash)))?;
+        let data = remote.get_chunk(&source.url).await?;
+        remote.put_chunk(&missing.url, data).await?;
+    }
+    Ok(remote.complete_upload(&begun.upload_id).await?)
+}
+
+fn begin_request(
+    target: &Target,
+    base_version: Option<u64>,
+    size: u64,
+    hash: ContentHash,
+    chunks: Vec<ChunkSpec>,
+) -> BeginUploadRequest {
+    let (path, file_id, parent_id, name) = match target {
+        Target::Path(path) => (Some(path.to_string()), None, None, None),
+        Target::File(id) => (None, Some(*id), None, None),
+        Target::Child { parent, name } => (None, None, Some(*parent), Some(name.clone())),
+    };
+    BeginUploadRequest {
+        path,
+        file_id,
+        parent_id,
+        name,
+        base_version,
+        size,
+        hash,
+        chunks,
+    }
+}
+
 /// One attempt: begin, send what is missing, complete.
 async fn send(
     remote: &Remote,
     local: &Path,
-    path: &RemotePath,
+    target: &Target,
     base_version: Option<u64>,
     plan: &Arc<Plan>,
     progress: &Progress,
 ) -> Result<UploadReport, UploadError> {
     let request = BeginUploadRequest {
-        path: Some(path.to_string()),
-        file_id: None,
-        parent_id: None,
-        name: None,
         base_version,
-        size: plan.size,
-        hash: plan.hash,
-        chunks: plan.chunks.iter().map(|(_, spec)| *spec).collect(),
+        ..begin_request(
+            target,
+            base_version,
+            plan.size,
+            plan.hash,
+            plan.chunks.iter().map(|(_, spec)| *spec).collect(),
+        )
     };
     let begun = remote.begin_upload(&request).await?;
     let bytes_sent: u64 = begun.missing.iter().map(|c| u64::from(c.size)).sum();
@@ -238,7 +361,7 @@ async fn send(
     let done = remote.complete_upload(&begun.upload_id).await?;
     progress.finish();
     Ok(UploadReport {
-        path: path.to_string(),
+        path: target.describe(),
         file_id: done.file_id,
         version: done.version,
         size: done.size,

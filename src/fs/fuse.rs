@@ -1,0 +1,464 @@
+//! The kernel adapter: fuser's `Filesystem` over [`CubbyFs`]. The only module that knows
+//! fuser's types; every handler is a call into the core and a reply.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cubby_proto::api::{Entry, EntryKind};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::{CubbyFs, FsError};
+
+/// How long the kernel may trust attributes and names before asking again.
+const KERNEL_TTL: Duration = Duration::from_secs(1);
+/// Preferred I/O size reported to applications.
+const BLOCK_SIZE: u32 = 128 * 1024;
+
+/// fuser's view of the filesystem.
+#[derive(Debug)]
+pub struct FuseAdapter {
+    fs: Arc<CubbyFs>,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<CubbyFs>) -> Self {
+        Self { fs }
+    }
+
+    fn attr(&self, entry: &Entry) -> FileAttr {
+        let mtime = UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64);
+        let (kind, nlink) = match entry.kind {
+            EntryKind::Dir => (FileType::Directory, 2),
+            EntryKind::File => (FileType::RegularFile, 1),
+            EntryKind::Symlink => (FileType::Symlink, 1),
+        };
+        FileAttr {
+            ino: INodeNo(self.fs.ino_of(entry.id)),
+            size: entry.size,
+            blocks: entry.size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind,
+            perm: (entry.mode & 0o7777) as u16,
+            nlink,
+            uid: self.fs.config().uid,
+            gid: self.fs.config().gid,
+            rdev: 0,
+            blksize: BLOCK_SIZE,
+            flags: 0,
+        }
+    }
+}
+
+fn errno(error: &FsError) -> Errno {
+    Errno::from_i32(error.errno())
+}
+
+fn time_of(time: TimeOrNow) -> SystemTime {
+    match time {
+        TimeOrNow::SpecificTime(time) => time,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.fs.lookup(parent.0, name) {
+            Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(entry) => reply.attr(&KERNEL_TTL, &self.attr(&entry)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let config = self.fs.config();
+        if uid.is_some_and(|u| u != config.uid) || gid.is_some_and(|g| g != config.gid) {
+            reply.error(Errno::EPERM);
+            return;
+        }
+        match self.fs.setattr(ino.0, mode, size, mtime.map(time_of)) {
+            Ok(entry) => reply.attr(&KERNEL_TTL, &self.attr(&entry)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Regular files only: devices, FIFOs and sockets are not stored.
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            reply.error(Errno::EPERM);
+            return;
+        }
+        match self
+            .fs
+            .create(parent.0, name, mode)
+            .and_then(|(entry, fh)| {
+                self.fs.release(fh)?;
+                Ok(entry)
+            }) {
+            Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.fs.mkdir(parent.0, name, mode) {
+            Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.unlink(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.rmdir(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let Some(target) = target.to_str() else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        match self.fs.symlink(parent.0, link_name, target) {
+            Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        match self
+            .fs
+            .rename(parent.0, name, newparent.0, newname, no_replace)
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // Hard links are not supported (docs/SEMANTICS.md).
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        match self.fs.open(ino.0, write, truncate) {
+            Ok((fh, keep_cache)) => {
+                let flags = if keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags);
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.fs.create(parent.0, name, mode) {
+            Ok((entry, fh)) => reply.created(
+                &KERNEL_TTL,
+                &self.attr(&entry),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write(fh.0, offset, data) {
+            Ok(written) => reply.written(written),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.release(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let (dir, children) = match self.fs.readdir(ino.0) {
+            Ok(listing) => listing,
+            Err(e) => {
+                reply.error(errno(&e));
+                return;
+            }
+        };
+        let parent = dir.parent_id.map_or(ino.0, |p| self.fs.ino_of(p));
+        let dots = [
+            (ino.0, FileType::Directory, ".".to_owned()),
+            (parent, FileType::Directory, "..".to_owned()),
+        ];
+        let rest = children.iter().map(|child| {
+            let kind = match child.kind {
+                EntryKind::Dir => FileType::Directory,
+                EntryKind::File => FileType::RegularFile,
+                EntryKind::Symlink => FileType::Symlink,
+            };
+            (self.fs.ino_of(child.id), kind, child.name.clone())
+        });
+        for (index, (child_ino, kind, name)) in dots
+            .into_iter()
+            .chain(rest)
+            .enumerate()
+            .skip(offset as usize)
+        {
+            if reply.add(INodeNo(child_ino), (index + 1) as u64, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Space is what the staging area can hold: writes wait there before upload.
+        match nix::sys::statvfs::statvfs(&self.fs.config().staging_dir) {
+            Ok(stat) => reply.statfs(
+                stat.blocks(),
+                stat.blocks_free(),
+                stat.blocks_available(),
+                stat.files(),
+                stat.files_free(),
+                stat.block_size() as u32,
+                cubby_proto::path::NAME_MAX as u32,
+                stat.fragment_size() as u32,
+            ),
+            Err(e) => reply.error(Errno::from_i32(e as i32)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let value = name
+            .to_str()
+            .map_or(Ok(None), |name| self.fs.xattr(ino.0, name));
+        match value {
+            Ok(Some(value)) if size == 0 => reply.size(value.len() as u32),
+            Ok(Some(value)) if value.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(Some(value)) => reply.data(&value),
+            Ok(None) => reply.error(Errno::NO_XATTR),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.xattr_names(ino.0) {
+            Ok(names) => {
+                let mut list = Vec::new();
+                for name in names {
+                    list.extend_from_slice(name.as_bytes());
+                    list.push(0);
+                }
+                if size == 0 {
+                    reply.size(list.len() as u32);
+                } else if list.len() > size as usize {
+                    reply.error(Errno::ERANGE);
+                } else {
+                    reply.data(&list);
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOTSUP);
+    }
+}
