@@ -291,3 +291,144 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 pub fn must_run_privileged() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
+
+/// Whether FUSE mounts can run here. Missing FUSE skips a test on a developer's
+/// machine, and fails it in CI (`CI=true`), so a green CI run means the mounts ran.
+pub fn fuse_available(test: &str) -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    assert!(!must_run_privileged(), "{test}: /dev/fuse is missing, and CI must run mount tests");
+    eprintln!("skipping {test}: /dev/fuse is missing");
+    false
+}
+
+/// Logs `user` in with the `cubby` binary; returns the configuration file (in `dir`).
+pub fn cubby_login(cubby: &Path, server: &TestServer, user: &str, dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let config = dir.join(format!("{user}.json"));
+    let mut child = Command::new(cubby)
+        .arg("--config")
+        .arg(&config)
+        .args(["login", "--server", &server.url, "--username", user, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run cubby login");
+    child.stdin.take().expect("stdin").write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "cubby login failed");
+    config
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let dir = dir.to_string_lossy();
+    mounts.lines().any(|line| line.split(' ').nth(1) == Some(&*dir))
+}
+
+/// A running `cubby mount`, unmounted and stopped (by pid) when dropped, even when the
+/// test fails.
+#[derive(Debug)]
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    /// Staging area and chunk cache of this mount (kept across restarts).
+    pub state: tempfile::TempDir,
+    cubby: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mount {
+    pub fn start(cubby: &Path, config: &Path) -> Self {
+        let mut mount = Self {
+            dir: tempfile::tempdir().expect("mount dir"),
+            state: tempfile::tempdir().expect("state dir"),
+            cubby: cubby.to_owned(),
+            config: config.to_owned(),
+            child: None,
+        };
+        mount.spawn();
+        mount
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn staging_dir(&self) -> PathBuf {
+        self.state.path().join("staging")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.state.path().join("cache")
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.cubby)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("mount")
+            .arg(self.dir.path())
+            .arg("--staging-dir")
+            .arg(self.staging_dir())
+            .arg("--cache-dir")
+            .arg(self.cache_dir())
+            .env("RUST_LOG", "cubby=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start cubby mount");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if is_mounted(self.dir.path()) {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("cubby mount exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} was not mounted within 10 s", self.dir.path().display());
+    }
+
+    /// Unmounts and stops the daemon.
+    pub fn stop(&mut self) {
+        if is_mounted(self.dir.path()) {
+            let unmounted = Command::new("fusermount3")
+                .arg("-u")
+                .arg(self.dir.path())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !unmounted {
+                let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            for _ in 0..100 {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the daemon and mounts again with the same staging area and cache.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The mount against a real server: the promises of docs/SEMANTICS.md, through the
+//! kernel, with the shell tools people use. Every test unmounts, even when it fails.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use cubby_proto::ContentHash;
+use cubby_testkit::{Mount, TestServer, cubby_login, fuse_available, random_bytes};
+
+const CUBBY: &str = env!("CARGO_BIN_EXE_cubby");
+
+struct Setup {
+    server: TestServer,
+    config: std::path::PathBuf,
+    _configs: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let server = TestServer::start();
+    server.add_user("alice");
+    let configs = tempfile::tempdir().unwrap();
+    let config = cubby_login(Path::new(CUBBY), &server, "alice", configs.path());
+    Setup { server, config, _configs: configs }
+}
+
+fn mount(setup: &Setup) -> Mount {
+    Mount::start(Path::new(CUBBY), &setup.config)
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cli_json(setup: &Setup, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(CUBBY).arg("--config").arg(&setup.config).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn hash_file(path: &Path) -> ContentHash {
+    ContentHash::of(&fs::read(path).unwrap())
+}
+
+#[test]
+fn files_copy_in_and_out_byte_for_byte() {
+    if !fuse_available("files_copy_in_and_out_byte_for_byte") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    let local = tempfile::tempdir().unwrap();
+    for (name, size) in [("zero", 0), ("one", 1), ("mib", 1 << 20), ("big", 100 << 20)] {
+        let data = random_bytes(size, size as u64);
+        let source = local.path().join(name);
+        fs::write(&source, &data).unwrap();
+        fs::copy(&source, mount.path().join(name)).unwrap();
+        assert_eq!(fs::metadata(mount.path().join(name)).unwrap().len(), size as u64);
+        let out = local.path().join(format!("{name}.out"));
+        fs::copy(mount.path().join(name), &out).unwrap();
+        assert_eq!(hash_file(&out), ContentHash::of(&data), "{name}");
+        // Close committed it: the server has it, byte for byte.
+        let report = cli_json(&setup, &["download", &format!("/{name}"), out.to_str().unwrap(), "--json"]);
+        assert_eq!(report["hash"], ContentHash::of(&data).to_string(), "{name}");
+    }
+    let listing = sh(mount.path(), "ls -l");
+    for name in ["zero", "one", "mib", "big"] {
+        assert!(listing.contains(name), "{listing}");
+    }
+    assert!(listing.contains(&format!("{}", 100 << 20)), "{listing}");
+}
+
+#[test]
+fn shell_tools_mkdir_mv_rm_append_truncate() {
+    if !fuse_available("shell_tools_mkdir_mv_rm_append_truncate") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    let root = mount.path();
+    sh(root, "mkdir -p a/b/c && echo one > a/b/c/f && mv a/b/c/f a/g && mv a/b a/moved");
+    assert_eq!(fs::read_to_string(root.join("a/g")).unwrap(), "one\n");
+    assert!(root.join("a/moved/c").is_dir());
+    assert!(!root.join("a/b").exists());
+    // Append.
+    let mut file = OpenOptions::new().append(true).open(root.join("a/g")).unwrap();
+    file.write_all(b"two\n").unwrap();
+    drop(file);
+    assert_eq!(fs::read_to_string(root.join("a/g")).unwrap(), "one\ntwo\n");
+    // Truncate, shorter and longer, with and without an open handle.
+    OpenOptions::new().write(true).open(root.join("a/g")).unwrap().set_len(3).unwrap();
+    assert_eq!(fs::read(root.join("a/g")).unwrap(), b"one");
+    sh(root, "truncate -s 5 a/g");
+    assert_eq!(fs::read(root.join("a/g")).unwrap(), b"one\0\0");
+    sh(root, ": > a/g");
+    assert_eq!(fs::metadata(root.join("a/g")).unwrap().len(), 0);
+    // Random writes through one handle.
+    let mut file = OpenOptions::new().read(true).write(true).open(root.join("a/g")).unwrap();
+    file.write_all(b"hello world").unwrap();
+    file.seek(SeekFrom::Start(6)).unwrap();
+    file.write_all(b"cubby").unwrap();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = String::new();
+    file.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "hello cubby");
+    drop(file);
+    // chmod and mtime.
+    sh(root, "chmod 600 a/g && touch -d '2001-02-03 04:05:06' a/g");
+    let meta = fs::metadata(root.join("a/g")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert_eq!(meta.mtime(), 981_173_106);
+    // Removing.
+    let not_empty = Command::new("rmdir").arg(root.join("a")).output().unwrap();
+    assert!(!not_empty.status.success());
+    sh(root, "rm -r a");
+    assert!(!root.join("a").exists());
+    assert_eq!(sh(root, "ls -A"), "");
+    // Symlinks.
+    sh(root, "echo target > t && ln -s t link");
+    assert_eq!(fs::read_link(root.join("link")).unwrap(), Path::new("t"));
+    assert_eq!(fs::read_to_string(root.join("link")).unwrap(), "target\n");
+    // Hard links are refused with a clear errno.
+    let err = fs::hard_link(root.join("t"), root.join("hard")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+}
+
+#[test]
+fn an_editors_save_is_a_new_version_of_the_same_file() {
+    if !fuse_available("an_editors_save_is_a_new_version_of_the_same_file") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    let root = mount.path();
+    fs::write(root.join("notes.txt"), "draft 1\n").unwrap();
+    let before = cli_json(&setup, &["versions", "/notes.txt", "--json"]);
+    // What vim does: write a temporary file, fsync it, rename it over the original.
+    let temp = root.join(".notes.txt.swp");
+    let mut file = fs::File::create(&temp).unwrap();
+    file.write_all(b"draft 2\n").unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    fs::rename(&temp, root.join("notes.txt")).unwrap();
+    assert_eq!(fs::read_to_string(root.join("notes.txt")).unwrap(), "draft 2\n");
+    let after = cli_json(&setup, &["versions", "/notes.txt", "--json"]);
+    assert_eq!(after["file_id"], before["file_id"], "the save kept the file's id");
+    assert!(after["current_version"].as_u64() > before["current_version"].as_u64());
+    assert!(!temp.exists());
+    // The previous content is still in the history.
+    let out = tempfile::tempdir().unwrap();
+    let old = out.path().join("old");
+    let version = before["current_version"].to_string();
+    let status = Command::new(CUBBY)
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["download", "/notes.txt", old.to_str().unwrap(), "--version", &version])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(fs::read_to_string(old).unwrap(), "draft 1\n");
+}
+
+#[test]
+fn git_works_on_the_mount() {
+    if !fuse_available("git_works_on_the_mount") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    sh(
+        mount.path(),
+        "git init -q repo && cd repo && git config user.email t@example.com && \
+         git config user.name Tester && echo one > f && git add f && git commit -qm one && \
+         echo two >> f && mkdir sub && echo three > sub/g && git add -A && git commit -qm two && \
+         git fsck --strict && git status --porcelain",
+    );
+    let log = sh(&mount.path().join("repo"), "git log --oneline | wc -l");
+    assert_eq!(log.trim(), "2");
+}
+
+#[test]
+fn a_tar_of_2000_small_files_extracts_identically() {
+    if !fuse_available("a_tar_of_2000_small_files_extracts_identically") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("tree");
+    for i in 0..2000u64 {
+        let dir = tree.join(format!("d{}", i % 25));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("f{i}")), random_bytes((i as usize * 37) % 8192, i)).unwrap();
+    }
+    sh(local.path(), "tar cf small.tar tree");
+    let archive = local.path().join("small.tar");
+    sh(mount.path(), &format!("tar xf {}", archive.display()));
+    sh(mount.path(), &format!("diff -r {} tree", tree.display()));
+}
+
+#[test]
+fn two_mounts_editing_one_file_keep_both_versions() {
+    if !fuse_available("two_mounts_editing_one_file_keep_both_versions") {
+        return;
+    }
+    let setup = setup();
+    let a = mount(&setup);
+    let b = mount(&setup);
+    fs::write(a.path().join("shared.txt"), "base\n").unwrap();
+    // A opens (based on version 1) and writes; meanwhile B saves its own edit.
+    let mut from_a = OpenOptions::new().write(true).open(a.path().join("shared.txt")).unwrap();
+    from_a.write_all(b"edit from A\n").unwrap();
+    fs::write(b.path().join("shared.txt"), "edit from B\n").unwrap();
+    // A's close finds version 2 on the server: its bytes go to a conflicted copy.
+    drop(from_a);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let names: Vec<String> = fs::read_dir(b.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let copy = names
+        .iter()
+        .find(|n| n.starts_with("shared (conflicted copy ") && n.ends_with(").txt"))
+        .unwrap_or_else(|| panic!("no conflicted copy in {names:?}"));
+    assert_eq!(fs::read_to_string(b.path().join("shared.txt")).unwrap(), "edit from B\n");
+    assert_eq!(fs::read_to_string(b.path().join(copy)).unwrap(), "edit from A\n");
+}
+
+#[test]
+fn a_restarted_daemon_keeps_its_cache_usable() {
+    if !fuse_available("a_restarted_daemon_keeps_its_cache_usable") {
+        return;
+    }
+    let setup = setup();
+    let mut first = mount(&setup);
+    let data = random_bytes(6 << 20, 77);
+    fs::write(first.path().join("cached.bin"), &data).unwrap();
+    // A read through a fresh handle fills the chunk cache.
+    let other = mount(&setup);
+    assert_eq!(hash_file(&other.path().join("cached.bin")), ContentHash::of(&data));
+    drop(other);
+    assert_eq!(hash_file(&first.path().join("cached.bin")), ContentHash::of(&data));
+    first.restart();
+    assert_eq!(hash_file(&first.path().join("cached.bin")), ContentHash::of(&data));
+    let cached = walk(&first.cache_dir());
+    assert!(!cached.is_empty(), "the chunk cache survived the restart");
+    drop(setup.server);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            out.extend(walk(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
