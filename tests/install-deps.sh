@@ -7,6 +7,10 @@ need=()
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
 command -v mount >/dev/null || need+=(mount)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v git >/dev/null || need+=(git)
+command -v diff >/dev/null || need+=(diffutils)
+command -v tar >/dev/null || need+=(tar)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -23,7 +23,11 @@ fn setup() -> Setup {
     server.add_user("alice");
     let configs = tempfile::tempdir().unwrap();
     let config = cubby_login(Path::new(CUBBY), &server, "alice", configs.path());
-    Setup { server, config, _configs: configs }
+    Setup {
+        server,
+        config,
+        _configs: configs,
+    }
 }
 
 fn mount(setup: &Setup) -> Mount {
@@ -31,7 +35,12 @@ fn mount(setup: &Setup) -> Mount {
 }
 
 fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "`{script}` failed: {}{}",
@@ -42,8 +51,17 @@ fn sh(dir: &Path, script: &str) -> String {
 }
 
 fn cli_json(setup: &Setup, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(CUBBY).arg("--config").arg(&setup.config).args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(CUBBY)
+        .arg("--config")
+        .arg(&setup.config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -59,17 +77,33 @@ fn files_copy_in_and_out_byte_for_byte() {
     let setup = setup();
     let mount = mount(&setup);
     let local = tempfile::tempdir().unwrap();
-    for (name, size) in [("zero", 0), ("one", 1), ("mib", 1 << 20), ("big", 100 << 20)] {
+    for (name, size) in [
+        ("zero", 0),
+        ("one", 1),
+        ("mib", 1 << 20),
+        ("big", 100 << 20),
+    ] {
         let data = random_bytes(size, size as u64);
         let source = local.path().join(name);
         fs::write(&source, &data).unwrap();
         fs::copy(&source, mount.path().join(name)).unwrap();
-        assert_eq!(fs::metadata(mount.path().join(name)).unwrap().len(), size as u64);
+        assert_eq!(
+            fs::metadata(mount.path().join(name)).unwrap().len(),
+            size as u64
+        );
         let out = local.path().join(format!("{name}.out"));
         fs::copy(mount.path().join(name), &out).unwrap();
         assert_eq!(hash_file(&out), ContentHash::of(&data), "{name}");
         // Close committed it: the server has it, byte for byte.
-        let report = cli_json(&setup, &["download", &format!("/{name}"), out.to_str().unwrap(), "--json"]);
+        let report = cli_json(
+            &setup,
+            &[
+                "download",
+                &format!("/{name}"),
+                out.to_str().unwrap(),
+                "--json",
+            ],
+        );
         assert_eq!(report["hash"], ContentHash::of(&data).to_string(), "{name}");
     }
     let listing = sh(mount.path(), "ls -l");
@@ -87,24 +121,39 @@ fn shell_tools_mkdir_mv_rm_append_truncate() {
     let setup = setup();
     let mount = mount(&setup);
     let root = mount.path();
-    sh(root, "mkdir -p a/b/c && echo one > a/b/c/f && mv a/b/c/f a/g && mv a/b a/moved");
+    sh(
+        root,
+        "mkdir -p a/b/c && echo one > a/b/c/f && mv a/b/c/f a/g && mv a/b a/moved",
+    );
     assert_eq!(fs::read_to_string(root.join("a/g")).unwrap(), "one\n");
     assert!(root.join("a/moved/c").is_dir());
     assert!(!root.join("a/b").exists());
     // Append.
-    let mut file = OpenOptions::new().append(true).open(root.join("a/g")).unwrap();
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(root.join("a/g"))
+        .unwrap();
     file.write_all(b"two\n").unwrap();
     drop(file);
     assert_eq!(fs::read_to_string(root.join("a/g")).unwrap(), "one\ntwo\n");
     // Truncate, shorter and longer, with and without an open handle.
-    OpenOptions::new().write(true).open(root.join("a/g")).unwrap().set_len(3).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(root.join("a/g"))
+        .unwrap()
+        .set_len(3)
+        .unwrap();
     assert_eq!(fs::read(root.join("a/g")).unwrap(), b"one");
     sh(root, "truncate -s 5 a/g");
     assert_eq!(fs::read(root.join("a/g")).unwrap(), b"one\0\0");
     sh(root, ": > a/g");
     assert_eq!(fs::metadata(root.join("a/g")).unwrap().len(), 0);
     // Random writes through one handle.
-    let mut file = OpenOptions::new().read(true).write(true).open(root.join("a/g")).unwrap();
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(root.join("a/g"))
+        .unwrap();
     file.write_all(b"hello world").unwrap();
     file.seek(SeekFrom::Start(6)).unwrap();
     file.write_all(b"cubby").unwrap();
@@ -150,9 +199,15 @@ fn an_editors_save_is_a_new_version_of_the_same_file() {
     file.sync_all().unwrap();
     drop(file);
     fs::rename(&temp, root.join("notes.txt")).unwrap();
-    assert_eq!(fs::read_to_string(root.join("notes.txt")).unwrap(), "draft 2\n");
+    assert_eq!(
+        fs::read_to_string(root.join("notes.txt")).unwrap(),
+        "draft 2\n"
+    );
     let after = cli_json(&setup, &["versions", "/notes.txt", "--json"]);
-    assert_eq!(after["file_id"], before["file_id"], "the save kept the file's id");
+    assert_eq!(
+        after["file_id"], before["file_id"],
+        "the save kept the file's id"
+    );
     assert!(after["current_version"].as_u64() > before["current_version"].as_u64());
     assert!(!temp.exists());
     // The previous content is still in the history.
@@ -162,7 +217,13 @@ fn an_editors_save_is_a_new_version_of_the_same_file() {
     let status = Command::new(CUBBY)
         .arg("--config")
         .arg(&setup.config)
-        .args(["download", "/notes.txt", old.to_str().unwrap(), "--version", &version])
+        .args([
+            "download",
+            "/notes.txt",
+            old.to_str().unwrap(),
+            "--version",
+            &version,
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -199,7 +260,11 @@ fn a_tar_of_2000_small_files_extracts_identically() {
     for i in 0..2000u64 {
         let dir = tree.join(format!("d{}", i % 25));
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(format!("f{i}")), random_bytes((i as usize * 37) % 8192, i)).unwrap();
+        fs::write(
+            dir.join(format!("f{i}")),
+            random_bytes((i as usize * 37) % 8192, i),
+        )
+        .unwrap();
     }
     sh(local.path(), "tar cf small.tar tree");
     let archive = local.path().join("small.tar");
@@ -217,7 +282,10 @@ fn two_mounts_editing_one_file_keep_both_versions() {
     let b = mount(&setup);
     fs::write(a.path().join("shared.txt"), "base\n").unwrap();
     // A opens (based on version 1) and writes; meanwhile B saves its own edit.
-    let mut from_a = OpenOptions::new().write(true).open(a.path().join("shared.txt")).unwrap();
+    let mut from_a = OpenOptions::new()
+        .write(true)
+        .open(a.path().join("shared.txt"))
+        .unwrap();
     from_a.write_all(b"edit from A\n").unwrap();
     fs::write(b.path().join("shared.txt"), "edit from B\n").unwrap();
     // A's close finds version 2 on the server: its bytes go to a conflicted copy.
@@ -231,8 +299,14 @@ fn two_mounts_editing_one_file_keep_both_versions() {
         .iter()
         .find(|n| n.starts_with("shared (conflicted copy ") && n.ends_with(").txt"))
         .unwrap_or_else(|| panic!("no conflicted copy in {names:?}"));
-    assert_eq!(fs::read_to_string(b.path().join("shared.txt")).unwrap(), "edit from B\n");
-    assert_eq!(fs::read_to_string(b.path().join(copy)).unwrap(), "edit from A\n");
+    assert_eq!(
+        fs::read_to_string(b.path().join("shared.txt")).unwrap(),
+        "edit from B\n"
+    );
+    assert_eq!(
+        fs::read_to_string(b.path().join(copy)).unwrap(),
+        "edit from A\n"
+    );
 }
 
 #[test]
@@ -246,11 +320,20 @@ fn a_restarted_daemon_keeps_its_cache_usable() {
     fs::write(first.path().join("cached.bin"), &data).unwrap();
     // A read through a fresh handle fills the chunk cache.
     let other = mount(&setup);
-    assert_eq!(hash_file(&other.path().join("cached.bin")), ContentHash::of(&data));
+    assert_eq!(
+        hash_file(&other.path().join("cached.bin")),
+        ContentHash::of(&data)
+    );
     drop(other);
-    assert_eq!(hash_file(&first.path().join("cached.bin")), ContentHash::of(&data));
+    assert_eq!(
+        hash_file(&first.path().join("cached.bin")),
+        ContentHash::of(&data)
+    );
     first.restart();
-    assert_eq!(hash_file(&first.path().join("cached.bin")), ContentHash::of(&data));
+    assert_eq!(
+        hash_file(&first.path().join("cached.bin")),
+        ContentHash::of(&data)
+    );
     let cached = walk(&first.cache_dir());
     assert!(!cached.is_empty(), "the chunk cache survived the restart");
     drop(setup.server);

@@ -21,4 +21,13 @@ fi
 echo "== practice: upload and download 10 files with curl"
 cargo build --workspace --locked --bins
 tests/practice_upload_download.sh target/debug/cubby-server
+echo "== conformance: pjdfstest and fsx on a fresh mount"
+if [ "$(id -u)" -eq 0 ]; then
+  tests/conformance.sh
+elif [ "${CI:-}" = "true" ]; then
+  echo "conformance needs root (pjdfstest switches users); CI must run it" >&2
+  exit 1
+else
+  echo "skipped: needs root (pjdfstest switches users)"
+fi
 echo "== all passed"

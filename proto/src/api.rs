@@ -44,6 +44,24 @@ pub enum EntryKind {
     Dir,
     File,
     Symlink,
+    /// Named pipe (metadata only).
+    Fifo,
+    /// Character device (metadata only).
+    CharDevice,
+    /// Block device (metadata only).
+    BlockDevice,
+    /// Unix socket (metadata only).
+    Socket,
+}
+
+impl EntryKind {
+    /// Kinds that are only metadata: no content, no versions.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Self::Fifo | Self::CharDevice | Self::BlockDevice | Self::Socket
+        )
+    }
 }
 
 /// One node of a user's tree. Ids are stable for the life of the entry, across renames
@@ -70,6 +88,30 @@ pub struct Entry {
     /// Symlinks: the target, verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Owner shown by mounts; absent means the user themself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// Device number of device entries.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// `POST /mknod`: a special entry (FIFO, device, socket): metadata only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MknodRequest {
+    pub parent_id: u64,
+    pub name: String,
+    pub kind: EntryKind,
+    #[serde(default)]
+    pub mode: Option<u32>,
+    #[serde(default)]
+    pub rdev: u32,
 }
 
 /// Answer to `GET /list`: the directory itself and its children, sorted by name.
@@ -286,4 +328,9 @@ pub struct AttrsRequest {
     /// Nanoseconds since the Unix epoch.
     #[serde(default)]
     pub mtime_ns: Option<i64>,
+    /// Owner labels (see `Entry::uid`).
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
 }

@@ -14,7 +14,26 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::{CubbyFs, FsError};
+use super::{CubbyFs, FsError, Owner};
+
+fn file_type(kind: EntryKind) -> FileType {
+    match kind {
+        EntryKind::Dir => FileType::Directory,
+        EntryKind::File => FileType::RegularFile,
+        EntryKind::Symlink => FileType::Symlink,
+        EntryKind::Fifo => FileType::NamedPipe,
+        EntryKind::CharDevice => FileType::CharDevice,
+        EntryKind::BlockDevice => FileType::BlockDevice,
+        EntryKind::Socket => FileType::Socket,
+    }
+}
+
+fn owner(req: &Request) -> Owner {
+    Owner {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
 
 /// How long the kernel may trust attributes and names before asking again.
 const KERNEL_TTL: Duration = Duration::from_secs(1);
@@ -34,11 +53,8 @@ impl FuseAdapter {
 
     fn attr(&self, entry: &Entry) -> FileAttr {
         let mtime = UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64);
-        let (kind, nlink) = match entry.kind {
-            EntryKind::Dir => (FileType::Directory, 2),
-            EntryKind::File => (FileType::RegularFile, 1),
-            EntryKind::Symlink => (FileType::Symlink, 1),
-        };
+        let kind = file_type(entry.kind);
+        let nlink = if entry.kind == EntryKind::Dir { 2 } else { 1 };
         FileAttr {
             ino: INodeNo(self.fs.ino_of(entry.id)),
             size: entry.size,
@@ -50,9 +66,9 @@ impl FuseAdapter {
             kind,
             perm: (entry.mode & 0o7777) as u16,
             nlink,
-            uid: self.fs.config().uid,
-            gid: self.fs.config().gid,
-            rdev: 0,
+            uid: entry.uid.unwrap_or(self.fs.config().uid),
+            gid: entry.gid.unwrap_or(self.fs.config().gid),
+            rdev: entry.rdev,
             blksize: BLOCK_SIZE,
             flags: 0,
         }
@@ -109,12 +125,11 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let config = self.fs.config();
-        if uid.is_some_and(|u| u != config.uid) || gid.is_some_and(|g| g != config.gid) {
-            reply.error(Errno::EPERM);
-            return;
-        }
-        match self.fs.setattr(ino.0, mode, size, mtime.map(time_of)) {
+        // The kernel has checked who may chown and chmod (default_permissions).
+        match self
+            .fs
+            .setattr(ino.0, mode, (uid, gid), size, mtime.map(time_of))
+        {
             Ok(entry) => reply.attr(&KERNEL_TTL, &self.attr(&entry)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -129,26 +144,36 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Regular files only: devices, FIFOs and sockets are not stored.
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            reply.error(Errno::EPERM);
-            return;
-        }
-        match self
-            .fs
-            .create(parent.0, name, mode)
-            .and_then(|(entry, fh)| {
-                self.fs.release(fh)?;
-                Ok(entry)
-            }) {
+        let special = match mode & libc::S_IFMT {
+            libc::S_IFREG => None,
+            libc::S_IFIFO => Some(EntryKind::Fifo),
+            libc::S_IFCHR => Some(EntryKind::CharDevice),
+            libc::S_IFBLK => Some(EntryKind::BlockDevice),
+            libc::S_IFSOCK => Some(EntryKind::Socket),
+            _ => {
+                reply.error(Errno::EPERM);
+                return;
+            }
+        };
+        let created = match special {
+            Some(kind) => self.fs.mknod(parent.0, name, kind, mode, rdev, owner(req)),
+            None => self
+                .fs
+                .create(parent.0, name, mode, owner(req))
+                .and_then(|(entry, fh)| {
+                    self.fs.release(fh)?;
+                    Ok(entry)
+                }),
+        };
+        match created {
             Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -156,14 +181,14 @@ impl Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.fs.mkdir(parent.0, name, mode) {
+        match self.fs.mkdir(parent.0, name, mode, owner(req)) {
             Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -185,7 +210,7 @@ impl Filesystem for FuseAdapter {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
@@ -195,7 +220,7 @@ impl Filesystem for FuseAdapter {
             reply.error(Errno::EINVAL);
             return;
         };
-        match self.fs.symlink(parent.0, link_name, target) {
+        match self.fs.symlink(parent.0, link_name, target, owner(req)) {
             Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -255,7 +280,7 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -263,7 +288,7 @@ impl Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.fs.create(parent.0, name, mode) {
+        match self.fs.create(parent.0, name, mode, owner(req)) {
             Ok((entry, fh)) => reply.created(
                 &KERNEL_TTL,
                 &self.attr(&entry),
@@ -375,11 +400,7 @@ impl Filesystem for FuseAdapter {
             (parent, FileType::Directory, "..".to_owned()),
         ];
         let rest = children.iter().map(|child| {
-            let kind = match child.kind {
-                EntryKind::Dir => FileType::Directory,
-                EntryKind::File => FileType::RegularFile,
-                EntryKind::Symlink => FileType::Symlink,
-            };
+            let kind = file_type(child.kind);
             (self.fs.ino_of(child.id), kind, child.name.clone())
         });
         for (index, (child_ino, kind, name)) in dots

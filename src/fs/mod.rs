@@ -72,6 +72,13 @@ pub struct FsConfig {
     pub gid: u32,
 }
 
+/// Who asked for a new entry (the calling process's ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// What an open handle reads and writes.
 #[derive(Debug)]
 enum Handle {
@@ -280,20 +287,84 @@ impl CubbyFs {
 
     // ---- namespace changes ----
 
-    pub fn mkdir(&self, parent_ino: u64, name: &OsStr, mode: u32) -> FsResult<Entry> {
+    pub fn mkdir(&self, parent_ino: u64, name: &OsStr, mode: u32, owner: Owner) -> FsResult<Entry> {
         let parent = self.id_of(parent_ino);
         let entry = self.block_on(self.remote.mkdir_in(parent, name_of(name)?, mode & 0o7777))?;
+        let entry = self.label_created(entry, owner)?;
         self.forget(entry.id, Some(parent));
         self.remember(&entry);
         Ok(entry)
     }
 
-    pub fn symlink(&self, parent_ino: u64, name: &OsStr, target: &str) -> FsResult<Entry> {
+    pub fn symlink(
+        &self,
+        parent_ino: u64,
+        name: &OsStr,
+        target: &str,
+        owner: Owner,
+    ) -> FsResult<Entry> {
         let parent = self.id_of(parent_ino);
         let entry = self.block_on(self.remote.symlink_in(parent, name_of(name)?, target))?;
+        let entry = self.label_created(entry, owner)?;
         self.forget(entry.id, Some(parent));
         self.remember(&entry);
         Ok(entry)
+    }
+
+    /// A FIFO, device or socket: metadata only.
+    pub fn mknod(
+        &self,
+        parent_ino: u64,
+        name: &OsStr,
+        kind: EntryKind,
+        mode: u32,
+        rdev: u32,
+        owner: Owner,
+    ) -> FsResult<Entry> {
+        let parent = self.id_of(parent_ino);
+        let request = cubby_proto::api::MknodRequest {
+            parent_id: parent,
+            name: name_of(name)?.to_owned(),
+            kind,
+            mode: Some(mode & 0o7777),
+            rdev,
+        };
+        let entry = self.block_on(self.remote.mknod(&request))?;
+        let entry = self.label_created(entry, owner)?;
+        self.forget(entry.id, Some(parent));
+        self.remember(&entry);
+        Ok(entry)
+    }
+
+    /// Labels a new entry with its creator when that is not the mounting user.
+    fn label_created(&self, entry: Entry, owner: Owner) -> FsResult<Entry> {
+        if self.owner_labels(owner) == (None, None) {
+            return Ok(entry);
+        }
+        self.label(entry.id, None, owner)
+    }
+
+    /// Sets mode and owner labels (as needed) and returns the entry as stored.
+    fn label(&self, id: u64, mode: Option<u32>, owner: Owner) -> FsResult<Entry> {
+        let (uid, gid) = self.owner_labels(owner);
+        if mode.is_none() && uid.is_none() && gid.is_none() {
+            return self.fetch_entry(id);
+        }
+        let attrs = AttrsRequest {
+            mode,
+            uid,
+            gid,
+            ..AttrsRequest::default()
+        };
+        Ok(self.block_on(self.remote.set_attrs(id, &attrs))?)
+    }
+
+    /// The labels to store for `owner`: none for the mounting user's own ids.
+    fn owner_labels(&self, owner: Owner) -> (Option<u32>, Option<u32>) {
+        (
+            (owner.uid != self.config.uid).then_some(owner.uid),
+            (owner.gid != self.config.gid).then_some(owner.gid),
+        )
     }
 
     pub fn unlink(&self, parent_ino: u64, name: &OsStr) -> FsResult<()> {
@@ -372,7 +443,7 @@ impl CubbyFs {
         if source.mode != target.mode {
             let attrs = AttrsRequest {
                 mode: Some(source.mode),
-                mtime_ns: None,
+                ..AttrsRequest::default()
             };
             self.block_on(self.remote.set_attrs(target.id, &attrs))?;
         }
@@ -396,6 +467,7 @@ impl CubbyFs {
         &self,
         ino: u64,
         mode: Option<u32>,
+        (uid, gid): (Option<u32>, Option<u32>),
         size: Option<u64>,
         mtime: Option<SystemTime>,
     ) -> FsResult<Entry> {
@@ -407,13 +479,15 @@ impl CubbyFs {
             }
             self.truncate(&entry, size)?;
         }
-        if mode.is_some() || mtime.is_some() {
+        if mode.is_some() || mtime.is_some() || uid.is_some() || gid.is_some() {
             let mtime_ns = mtime
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_nanos() as i64);
             let attrs = AttrsRequest {
                 mode: mode.map(|m| m & 0o7777),
                 mtime_ns,
+                uid,
+                gid,
             };
             let updated = self.block_on(self.remote.set_attrs(id, &attrs))?;
             self.remember(&updated);
@@ -486,7 +560,11 @@ impl CubbyFs {
         match entry.kind {
             EntryKind::File => {}
             EntryKind::Dir => return Err(FsError::IsDir),
-            EntryKind::Symlink => return Err(FsError::Invalid),
+            EntryKind::Symlink
+            | EntryKind::Fifo
+            | EntryKind::CharDevice
+            | EntryKind::BlockDevice
+            | EntryKind::Socket => return Err(FsError::Invalid),
         }
         let staged = lock(&self.staged).get(&id).cloned();
         if write || staged.is_some() {
@@ -513,7 +591,13 @@ impl CubbyFs {
     }
 
     /// Creates an empty file (committed at once, so it has an id) and opens it.
-    pub fn create(&self, parent_ino: u64, name: &OsStr, mode: u32) -> FsResult<(Entry, u64)> {
+    pub fn create(
+        &self,
+        parent_ino: u64,
+        name: &OsStr,
+        mode: u32,
+        owner: Owner,
+    ) -> FsResult<(Entry, u64)> {
         let parent = self.id_of(parent_ino);
         let name = name_of(name)?;
         if self.child(parent_ino, OsStr::new(name)).is_ok() {
@@ -532,15 +616,7 @@ impl CubbyFs {
         let begun = self.block_on(self.remote.begin_upload(&empty))?;
         let done = self.block_on(self.remote.complete_upload(&begun.upload_id))?;
         let mode = mode & 0o7777;
-        let mut entry = if mode != 0o644 {
-            let attrs = AttrsRequest {
-                mode: Some(mode),
-                mtime_ns: None,
-            };
-            self.block_on(self.remote.set_attrs(done.file_id, &attrs))?
-        } else {
-            self.fetch_entry(done.file_id)?
-        };
+        let mut entry = self.label(done.file_id, (mode != 0o644).then_some(mode), owner)?;
         self.forget(entry.id, Some(parent));
         self.remember(&entry);
         let staged = Arc::new(Staged::create(
@@ -784,9 +860,10 @@ impl CubbyFs {
 
     pub fn xattr_names(&self, ino: u64) -> FsResult<Vec<&'static str>> {
         let entry = self.getattr(ino)?;
-        Ok(match entry.kind {
-            EntryKind::File => vec!["user.cubby.version", "user.cubby.hash", "user.cubby.status"],
-            EntryKind::Dir | EntryKind::Symlink => vec!["user.cubby.version"],
+        Ok(if entry.kind == EntryKind::File {
+            vec!["user.cubby.version", "user.cubby.hash", "user.cubby.status"]
+        } else {
+            vec!["user.cubby.version"]
         })
     }
 }

@@ -399,4 +399,19 @@ impl Remote {
         )
         .await
     }
+
+    /// `POST /mknod`.
+    pub async fn mknod(
+        &self,
+        request: &cubby_proto::api::MknodRequest,
+    ) -> Result<Entry, RemoteError> {
+        let response = self
+            .http
+            .post(self.url("/mknod"))
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await?;
+        decode(response).await
+    }
 }

@@ -298,7 +298,10 @@ pub fn fuse_available(test: &str) -> bool {
     if Path::new("/dev/fuse").exists() {
         return true;
     }
-    assert!(!must_run_privileged(), "{test}: /dev/fuse is missing, and CI must run mount tests");
+    assert!(
+        !must_run_privileged(),
+        "{test}: /dev/fuse is missing, and CI must run mount tests"
+    );
     eprintln!("skipping {test}: /dev/fuse is missing");
     false
 }
@@ -310,12 +313,24 @@ pub fn cubby_login(cubby: &Path, server: &TestServer, user: &str, dir: &Path) ->
     let mut child = Command::new(cubby)
         .arg("--config")
         .arg(&config)
-        .args(["login", "--server", &server.url, "--username", user, "--password-stdin"])
+        .args([
+            "login",
+            "--server",
+            &server.url,
+            "--username",
+            user,
+            "--password-stdin",
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("run cubby login");
-    child.stdin.take().expect("stdin").write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success(), "cubby login failed");
     config
 }
@@ -323,7 +338,9 @@ pub fn cubby_login(cubby: &Path, server: &TestServer, user: &str, dir: &Path) ->
 fn is_mounted(dir: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let dir = dir.to_string_lossy();
-    mounts.lines().any(|line| line.split(' ').nth(1) == Some(&*dir))
+    mounts
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(&*dir))
 }
 
 /// A running `cubby mount`, unmounted and stopped (by pid) when dropped, even when the
@@ -401,7 +418,10 @@ impl Mount {
                 .status()
                 .is_ok_and(|s| s.success());
             if !unmounted {
-                let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(self.dir.path())
+                    .status();
             }
         }
         if let Some(mut child) = self.child.take() {

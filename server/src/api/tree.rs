@@ -196,11 +196,34 @@ pub async fn set_attrs(
     ApiPath(id): ApiPath<u64>,
     ApiJson(request): ApiJson<cubby_proto::api::AttrsRequest>,
 ) -> Result<Json<Entry>, ApiError> {
-    let mode = request.mode.map(|m| m & 0o7777);
+    let attrs = crate::meta::AttrChange {
+        mode: request.mode.map(|m| m & 0o7777),
+        mtime_ns: request.mtime_ns,
+        uid: request.uid,
+        gid: request.gid,
+    };
     Ok(Json(
-        state
-            .meta
-            .set_attrs(user.id, EntryId(id), mode, request.mtime_ns)
-            .await?,
+        state.meta.set_attrs(user.id, EntryId(id), attrs).await?,
     ))
+}
+
+/// `POST /mknod {"parent_id", "name", "kind", "mode"?, "rdev"?}`: a FIFO, device or
+/// socket entry (metadata only).
+pub async fn mknod(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<cubby_proto::api::MknodRequest>,
+) -> Result<(StatusCode, Json<Entry>), ApiError> {
+    if !request.kind.is_special() {
+        return Err(ApiError::bad_request(
+            "mknod makes fifo, char_device, block_device or socket entries",
+        ));
+    }
+    let place = super::location(None, Some(request.parent_id), Some(&request.name))?;
+    let mode = request.mode.unwrap_or(0o644) & 0o7777;
+    let entry = state
+        .meta
+        .mknod(user.id, &place, request.kind, mode, request.rdev)
+        .await?;
+    Ok((StatusCode::CREATED, Json(entry)))
 }

@@ -72,6 +72,16 @@ pub struct VersionRecord {
     pub device: Option<String>,
 }
 
+/// Attributes to change (`None`: unchanged).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub mtime_ns: Option<i64>,
+    /// Owner labels shown by mounts.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
 /// A deleted entry the user can restore.
 #[derive(Debug, Clone)]
 pub struct TrashItem {
@@ -266,13 +276,22 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         base_version: Option<u64>,
     ) -> Result<u64, MetaError>;
 
-    /// Sets the permission bits and/or the modification time of an entry.
+    /// Changes the given attributes of an entry; the others stay.
     async fn set_attrs(
         &self,
         user: UserId,
         id: EntryId,
-        mode: Option<u32>,
-        mtime_ns: Option<i64>,
+        attrs: AttrChange,
+    ) -> Result<Entry, MetaError>;
+
+    /// Creates a special entry (FIFO, device, socket): metadata only, no content.
+    async fn mknod(
+        &self,
+        user: UserId,
+        location: &Location,
+        kind: cubby_proto::api::EntryKind,
+        mode: u32,
+        rdev: u32,
     ) -> Result<Entry, MetaError>;
 
     /// Every version of a file, newest first.

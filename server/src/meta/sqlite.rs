@@ -31,7 +31,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 const ENTRY_COLUMNS: &str =
-    "id, parent_id, name, kind, mode, mtime_ns, size, version, hash, target";
+    "id, parent_id, name, kind, mode, mtime_ns, size, version, hash, target, uid, gid, rdev";
 
 const DEFAULT_FILE_MODE: u32 = 0o644;
 
@@ -129,6 +129,10 @@ fn kind_str(kind: EntryKind) -> &'static str {
         EntryKind::Dir => "dir",
         EntryKind::File => "file",
         EntryKind::Symlink => "symlink",
+        EntryKind::Fifo => "fifo",
+        EntryKind::CharDevice => "char",
+        EntryKind::BlockDevice => "block",
+        EntryKind::Socket => "socket",
     }
 }
 
@@ -137,7 +141,18 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Entry> {
     let kind = match kind.as_str() {
         "dir" => EntryKind::Dir,
         "file" => EntryKind::File,
-        _ => EntryKind::Symlink,
+        "symlink" => EntryKind::Symlink,
+        "fifo" => EntryKind::Fifo,
+        "char" => EntryKind::CharDevice,
+        "block" => EntryKind::BlockDevice,
+        "socket" => EntryKind::Socket,
+        other => {
+            return Err(rusqlite::Error::InvalidColumnType(
+                3,
+                format!("kind {other}"),
+                rusqlite::types::Type::Text,
+            ));
+        }
     };
     let hash: Option<Vec<u8>> = row.get(8)?;
     Ok(Entry {
@@ -153,6 +168,9 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Entry> {
             .and_then(|h| <[u8; 32]>::try_from(h).ok())
             .map(ContentHash::from_bytes),
         target: row.get(9)?,
+        uid: row.get(10)?,
+        gid: row.get(11)?,
+        rdev: row.get(12)?,
     })
 }
 
@@ -201,7 +219,12 @@ fn child(tx: &Transaction<'_>, parent: u64, name: &str) -> Result<Option<Entry>,
 fn require_dir(entry: Entry) -> Result<Entry, MetaError> {
     match entry.kind {
         EntryKind::Dir => Ok(entry),
-        EntryKind::File | EntryKind::Symlink => Err(MetaError::NotADirectory),
+        EntryKind::File
+        | EntryKind::Symlink
+        | EntryKind::Fifo
+        | EntryKind::CharDevice
+        | EntryKind::BlockDevice
+        | EntryKind::Socket => Err(MetaError::NotADirectory),
     }
 }
 
@@ -370,7 +393,11 @@ fn commit_in(
         },
         Some(entry) => match entry.kind {
             EntryKind::Dir => return Err(MetaError::IsADirectory),
-            EntryKind::Symlink => return Err(MetaError::AlreadyExists),
+            EntryKind::Symlink
+            | EntryKind::Fifo
+            | EntryKind::CharDevice
+            | EntryKind::BlockDevice
+            | EntryKind::Socket => return Err(MetaError::AlreadyExists),
             EntryKind::File if request.base_version != Some(entry.version) => {
                 return Err(MetaError::VersionConflict {
                     current: entry.version,
@@ -720,7 +747,11 @@ impl MetaStore for SqliteMetaStore {
             match entry.kind {
                 EntryKind::File => {}
                 EntryKind::Dir => return Err(MetaError::IsADirectory),
-                EntryKind::Symlink => return Err(MetaError::NotFound),
+                EntryKind::Symlink
+                | EntryKind::Fifo
+                | EntryKind::CharDevice
+                | EntryKind::BlockDevice
+                | EntryKind::Socket => return Err(MetaError::NotFound),
             }
             let number = version.unwrap_or(entry.version);
             let version = history::load_version(tx, file, number)?;
@@ -824,15 +855,50 @@ impl MetaStore for SqliteMetaStore {
         &self,
         user: UserId,
         id: EntryId,
-        mode: Option<u32>,
-        mtime_ns: Option<i64>,
+        attrs: super::AttrChange,
     ) -> Result<Entry, MetaError> {
         self.write(move |tx| {
             let entry = load_entry(tx, user, id.0)?;
             tx.execute(
-                "UPDATE entries SET mode = COALESCE(?2, mode), mtime_ns = COALESCE(?3, mtime_ns)
+                "UPDATE entries SET mode = COALESCE(?2, mode), mtime_ns = COALESCE(?3, mtime_ns),
+                                    uid = COALESCE(?4, uid), gid = COALESCE(?5, gid)
                  WHERE id = ?1",
-                params![entry.id, mode.map(|m| m & 0o7777), mtime_ns],
+                params![
+                    entry.id,
+                    attrs.mode.map(|m| m & 0o7777),
+                    attrs.mtime_ns,
+                    attrs.uid,
+                    attrs.gid
+                ],
+            )?;
+            load_entry(tx, user, entry.id)
+        })
+        .await
+    }
+
+    async fn mknod(
+        &self,
+        user: UserId,
+        location: &Location,
+        kind: EntryKind,
+        mode: u32,
+        rdev: u32,
+    ) -> Result<Entry, MetaError> {
+        if !kind.is_special() {
+            return Err(MetaError::Backend(
+                "mknod makes special entries only".into(),
+            ));
+        }
+        let location = location.clone();
+        self.write(move |tx| {
+            let (dir, name) = resolve_parent(tx, user, &location, false)?;
+            if child(tx, dir.id, name.as_str())?.is_some() {
+                return Err(MetaError::AlreadyExists);
+            }
+            let entry = insert_entry(tx, user, dir.id, name.as_str(), kind, mode, None)?;
+            tx.execute(
+                "UPDATE entries SET rdev = ?2 WHERE id = ?1",
+                params![entry.id, rdev],
             )?;
             load_entry(tx, user, entry.id)
         })

@@ -13,14 +13,19 @@ CREATE TABLE entries (
     user_id    INTEGER NOT NULL REFERENCES users(id),
     parent_id  INTEGER REFERENCES entries(id),
     name       TEXT NOT NULL,
-    kind       TEXT NOT NULL CHECK (kind IN ('dir', 'file', 'symlink')),
+    kind       TEXT NOT NULL
+               CHECK (kind IN ('dir', 'file', 'symlink', 'fifo', 'char', 'block', 'socket')),
     mode       INTEGER NOT NULL,
     mtime_ns   INTEGER NOT NULL,
     size       INTEGER NOT NULL DEFAULT 0,
     version    INTEGER NOT NULL DEFAULT 0,
     hash       BLOB,
     target     TEXT,
-    deleted_ns INTEGER
+    deleted_ns INTEGER,
+    -- Owner labels as the mount shows them (NULL: the user's own); rdev for devices.
+    uid        INTEGER,
+    gid        INTEGER,
+    rdev       INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX entries_live_name ON entries(parent_id, name) WHERE deleted_ns IS NULL;
 CREATE UNIQUE INDEX entries_root ON entries(user_id) WHERE parent_id IS NULL;

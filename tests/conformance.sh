@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# POSIX conformance of the mount: pjdfstest and fsx against a fresh server and mount,
+# with the configurations in tests/conformance/ (the team's shared ones, so figures
+# compare). Prints the counts; fails when pjdfstest passes fewer tests than the floor
+# recorded below (so a regression fails CI) or when fsx finds any miscompare.
+#
+#   tests/conformance.sh                 (as root: pjdfstest switches users)
+#   FSX_OPS=100000 PJD_FLOOR=N tests/conformance.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+# The pass count this version reaches (see docs/SEMANTICS.md for what fails and why).
+PJD_FLOOR=${PJD_FLOOR:-300}
+FSX_OPS=${FSX_OPS:-100000}
+tools=$repo/.tools
+
+[ "$(id -u)" -eq 0 ] || { echo "conformance: run as root (pjdfstest switches users)" >&2; exit 1; }
+[ -e /dev/fuse ] || { echo "conformance: /dev/fuse is missing" >&2; exit 1; }
+
+install_tool() { # install_tool CRATE VERSION
+  if [ ! -x "$tools/bin/$1" ]; then
+    echo "== installing $1 $2 into $tools"
+    cargo install "$1" --version "$2" --root "$tools" --quiet
+  fi
+}
+install_tool pjdfstest '^0.2'
+install_tool fsx '^0.3'
+cargo build --workspace --bins --quiet
+
+work=$(mktemp -d /tmp/cubby-conformance.XXXXXX)
+chmod 755 "$work"
+server_pid= mount_pid=
+cleanup() {
+  set +e
+  if awk -v d="$work/mnt" '$2 == d { f = 1 } END { exit !f }' /proc/mounts; then
+    fusermount3 -u "$work/mnt" 2>/dev/null || umount -l "$work/mnt"
+  fi
+  if awk -v d="$work/second" '$2 == d { f = 1 } END { exit !f }' /proc/mounts; then
+    umount -l "$work/second"
+  fi
+  [ -n "$mount_pid" ] && kill "$mount_pid" 2>/dev/null && wait "$mount_pid" 2>/dev/null
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/mnt" "$work/second"
+chmod 755 "$work/mnt"
+target/debug/cubby-server user add conformance --password conformance-pw --data "$work/data" >/dev/null
+RUST_LOG=warn target/debug/cubby-server serve --data "$work/data" --listen 127.0.0.1:0 \
+  >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/server.out" 2>/dev/null && break; sleep 0.05; done
+url="http://$(sed -n 's/^cubby-server listening on //p' "$work/server.out")"
+export CUBBY_CONFIG="$work/client.json"
+echo conformance-pw | target/debug/cubby login --server "$url" --username conformance --password-stdin 2>/dev/null
+RUST_LOG=warn target/debug/cubby mount "$work/mnt" --allow-other \
+  --staging-dir "$work/staging" --cache-dir "$work/cache" >"$work/mount.out" 2>"$work/mount.err" &
+mount_pid=$!
+for _ in $(seq 200); do
+  awk -v d="$work/mnt" '$2 == d { f = 1 } END { exit !f }' /proc/mounts && break
+  sleep 0.05
+done
+mount -t tmpfs -o size=16m tmpfs "$work/second"
+mkdir "$work/mnt/pjd"
+chmod 755 "$work/mnt/pjd"
+
+echo "== pjdfstest"
+set +e
+(cd "$work" && timeout 1800 "$tools/bin/pjdfstest" -c "$repo/tests/conformance/pjdfstest.toml" \
+  -p "$work/mnt/pjd" -s "$work/second") >"$work/pjdfstest.log" 2>&1
+set -e
+summary=$(grep '^Summary:' "$work/pjdfstest.log" || true)
+mkdir -p target/conformance
+cp "$work/pjdfstest.log" target/conformance/pjdfstest.log
+echo "pjdfstest: ${summary:-no summary (see target/conformance/pjdfstest.log)}"
+passed=$(echo "$summary" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')
+echo "pjdfstest failures by area:"
+grep -E 'FAILED$' "$work/pjdfstest.log" | awk '{print $1}' | cut -d: -f1 | sort | uniq -c | sort -rn | sed 's/^/  /'
+
+echo "== fsx ($FSX_OPS operations)"
+mkdir -p "$work/fsx"
+set +e
+timeout 1800 "$tools/bin/fsx" -N "$FSX_OPS" -S 1 -f "$repo/tests/conformance/fsx.toml" \
+  -P "$work/fsx" "$work/mnt/fsx.dat" >"$work/fsx.log" 2>&1
+fsx_rc=$?
+set -e
+cp "$work/fsx.log" target/conformance/fsx.log
+tail -n 3 "$work/fsx.log"
+
+status=0
+if [ -z "$passed" ] || [ "$passed" -lt "$PJD_FLOOR" ]; then
+  echo "conformance: pjdfstest passed ${passed:-0}, below the floor of $PJD_FLOOR" >&2
+  status=1
+fi
+if [ "$fsx_rc" -ne 0 ] || ! grep -q "All operations completed A-OK!" "$work/fsx.log"; then
+  echo "conformance: fsx failed (exit $fsx_rc); see target/conformance/fsx.log" >&2
+  status=1
+fi
+[ "$status" -eq 0 ] && echo "conformance: pjdfstest $passed passed (floor $PJD_FLOOR); fsx $FSX_OPS operations A-OK"
+exit "$status"
