@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-# The pass count this version reaches (see docs/SEMANTICS.md for what fails and why).
-PJD_FLOOR=${PJD_FLOOR:-300}
+# 90% of what tmpfs passes here (384 of 398); this version passes 347. docs/SEMANTICS.md
+# lists every remaining failure and why.
+PJD_FLOOR=${PJD_FLOOR:-346}
 FSX_OPS=${FSX_OPS:-100000}
 tools=$repo/.tools
 

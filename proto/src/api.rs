@@ -96,6 +96,12 @@ pub struct Entry {
     /// Device number of device entries.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rdev: u32,
+    /// Access time (set explicitly; reads do not update it), Unix nanoseconds.
+    #[serde(default)]
+    pub atime_ns: i64,
+    /// Change time (content, attributes or name changed), Unix nanoseconds.
+    #[serde(default)]
+    pub ctime_ns: i64,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -328,6 +334,8 @@ pub struct AttrsRequest {
     /// Nanoseconds since the Unix epoch.
     #[serde(default)]
     pub mtime_ns: Option<i64>,
+    #[serde(default)]
+    pub atime_ns: Option<i64>,
     /// Owner labels (see `Entry::uid`).
     #[serde(default)]
     pub uid: Option<u32>,

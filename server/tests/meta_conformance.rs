@@ -6,8 +6,8 @@ use std::sync::Arc;
 use cubby_proto::api::EntryKind;
 use cubby_proto::{ContentHash, RemotePath};
 use cubby_server::meta::{
-    ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore, NewContent,
-    RetentionPolicy, RetentionReport, SqliteMetaStore, UploadSession, UserId,
+    AttrChange, ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore,
+    NewContent, RetentionPolicy, RetentionReport, SqliteMetaStore, UploadSession, UserId,
 };
 
 fn path(p: &str) -> Location {
@@ -772,6 +772,84 @@ async fn retention_racing_commits(store: Arc<dyn MetaStore>) {
     assert_eq!(current.version.hash, ContentHash::of(&50u64.to_le_bytes()));
 }
 
+async fn attributes_and_special_entries(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    let f = store
+        .commit(u, commit("/f", None, b"x"), all())
+        .await
+        .unwrap();
+    assert_eq!(
+        (f.uid, f.gid, f.atime_ns, f.ctime_ns),
+        (None, None, f.mtime_ns, f.mtime_ns)
+    );
+    let change = AttrChange {
+        mode: Some(0o600),
+        mtime_ns: Some(1_000_000_007),
+        atime_ns: Some(2_000_000_009),
+        uid: Some(65534),
+        gid: Some(65534),
+    };
+    let changed = store.set_attrs(u, EntryId(f.id), change).await.unwrap();
+    assert_eq!(changed.mode, 0o600);
+    assert_eq!(
+        (changed.mtime_ns, changed.atime_ns),
+        (1_000_000_007, 2_000_000_009)
+    );
+    assert_eq!((changed.uid, changed.gid), (Some(65534), Some(65534)));
+    assert!(
+        changed.ctime_ns > f.ctime_ns,
+        "ctime moves on every attribute change"
+    );
+    // Unchanged fields stay.
+    let only_mode = AttrChange {
+        mode: Some(0o644),
+        ..AttrChange::default()
+    };
+    let again = store.set_attrs(u, EntryId(f.id), only_mode).await.unwrap();
+    assert_eq!((again.mtime_ns, again.uid), (1_000_000_007, Some(65534)));
+    // A rename moves ctime too.
+    let moved = store
+        .rename(u, EntryId(f.id), &path("/g"), false, None)
+        .await
+        .unwrap();
+    assert!(moved.ctime_ns > again.ctime_ns);
+    // Special entries: metadata only.
+    let root = store.resolve(u, &path("/")).await.unwrap();
+    let fifo_at = Location::Child {
+        parent: EntryId(root.id),
+        name: "pipe".parse().unwrap(),
+    };
+    let fifo = store
+        .mknod(u, &fifo_at, EntryKind::Fifo, 0o640, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (fifo.kind, fifo.mode, fifo.size),
+        (EntryKind::Fifo, 0o640, 0)
+    );
+    let dev_at = Location::Child {
+        parent: EntryId(root.id),
+        name: "dev".parse().unwrap(),
+    };
+    let dev = store
+        .mknod(u, &dev_at, EntryKind::CharDevice, 0o600, 0x0103)
+        .await
+        .unwrap();
+    assert_eq!(dev.rdev, 0x0103);
+    assert!(matches!(
+        store.mknod(u, &fifo_at, EntryKind::Fifo, 0o640, 0).await,
+        Err(MetaError::AlreadyExists)
+    ));
+    assert!(matches!(
+        store.commit(u, commit("/pipe", None, b"no"), all()).await,
+        Err(MetaError::AlreadyExists)
+    ));
+    assert!(matches!(
+        store.version_content(u, EntryId(fifo.id), None).await,
+        Err(MetaError::NotFound)
+    ));
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
@@ -798,6 +876,7 @@ macro_rules! conformance {
             conformance!(@case trash_and_restore);
             conformance!(@case retention_keeps_current_versions);
             conformance!(@case retention_racing_commits);
+            conformance!(@case attributes_and_special_entries);
         }
     };
     (@case $name:ident) => {

@@ -200,3 +200,77 @@ async fn symlinks_hold_their_target() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn entries_by_parent_id_attrs_and_special_files() {
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    let root = alice.stat_entry("/").await;
+    let dir: Entry = alice
+        .post("/mkdir")
+        .json(&json!({"parent_id": root.id, "name": "d", "mode": 0o700}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((dir.parent_id, dir.mode), (Some(root.id), 0o700));
+    let both = alice
+        .post("/mkdir")
+        .json(&json!({"path": "/x", "parent_id": root.id, "name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(both, StatusCode::BAD_REQUEST, ErrorCode::BadRequest).await;
+    let fifo = alice
+        .post("/mknod")
+        .json(&json!({"parent_id": dir.id, "name": "pipe", "kind": "fifo", "mode": 0o644}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fifo.status(), StatusCode::CREATED);
+    let fifo: Entry = fifo.json().await.unwrap();
+    assert_eq!(fifo.kind, EntryKind::Fifo);
+    let not_special = alice
+        .post("/mknod")
+        .json(&json!({"parent_id": dir.id, "name": "f", "kind": "file"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(not_special, StatusCode::BAD_REQUEST, ErrorCode::BadRequest).await;
+    let changed: Entry = alice
+        .post(&format!("/file/{}/attrs", fifo.id))
+        .json(&json!({"mode": 0o600, "uid": 1, "gid": 2, "mtime_ns": 5, "atime_ns": 6}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (changed.mode, changed.uid, changed.gid),
+        (0o600, Some(1), Some(2))
+    );
+    assert_eq!((changed.mtime_ns, changed.atime_ns), (5, 6));
+    // Another user's entry: not found.
+    let bob = server.user("bob").await;
+    let response = bob
+        .post(&format!("/file/{}/attrs", fifo.id))
+        .json(&json!({"mode": 0o777}))
+        .send()
+        .await;
+    expect_error(
+        response.unwrap(),
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+    )
+    .await;
+    let response = bob
+        .post("/mknod")
+        .json(&json!({"parent_id": dir.id, "name": "p", "kind": "fifo"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
+}

@@ -52,16 +52,17 @@ impl FuseAdapter {
     }
 
     fn attr(&self, entry: &Entry) -> FileAttr {
-        let mtime = UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64);
+        let time = |ns: i64| UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64);
+        let mtime = time(entry.mtime_ns);
         let kind = file_type(entry.kind);
         let nlink = if entry.kind == EntryKind::Dir { 2 } else { 1 };
         FileAttr {
             ino: INodeNo(self.fs.ino_of(entry.id)),
             size: entry.size,
             blocks: entry.size.div_ceil(512),
-            atime: mtime,
+            atime: time(entry.atime_ns),
             mtime,
-            ctime: mtime,
+            ctime: time(entry.ctime_ns),
             crtime: mtime,
             kind,
             perm: (entry.mode & 0o7777) as u16,
@@ -115,7 +116,7 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -126,10 +127,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         // The kernel has checked who may chown and chmod (default_permissions).
-        match self
-            .fs
-            .setattr(ino.0, mode, (uid, gid), size, mtime.map(time_of))
-        {
+        match self.fs.setattr(
+            ino.0,
+            mode,
+            (uid, gid),
+            size,
+            (atime.map(time_of), mtime.map(time_of)),
+        ) {
             Ok(entry) => reply.attr(&KERNEL_TTL, &self.attr(&entry)),
             Err(e) => reply.error(errno(&e)),
         }

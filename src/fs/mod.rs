@@ -126,6 +126,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Nanoseconds since the Unix epoch (negative before it).
+fn unix_ns(time: SystemTime) -> i64 {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => after.as_nanos() as i64,
+        Err(before) => -(before.duration().as_nanos() as i64),
+    }
+}
+
 fn name_of(name: &OsStr) -> FsResult<&str> {
     let name = name.to_str().ok_or(FsError::Invalid)?;
     if name.len() > cubby_proto::path::NAME_MAX {
@@ -257,6 +265,10 @@ impl CubbyFs {
             && let Ok(len) = staged.len()
         {
             entry.size = len;
+            if let Some(modified) = staged.lock().modified_ns {
+                entry.mtime_ns = modified;
+                entry.ctime_ns = modified;
+            }
         }
         entry
     }
@@ -469,7 +481,7 @@ impl CubbyFs {
         mode: Option<u32>,
         (uid, gid): (Option<u32>, Option<u32>),
         size: Option<u64>,
-        mtime: Option<SystemTime>,
+        (atime, mtime): (Option<SystemTime>, Option<SystemTime>),
     ) -> FsResult<Entry> {
         let id = self.id_of(ino);
         let entry = self.entry(id)?;
@@ -479,13 +491,11 @@ impl CubbyFs {
             }
             self.truncate(&entry, size)?;
         }
-        if mode.is_some() || mtime.is_some() || uid.is_some() || gid.is_some() {
-            let mtime_ns = mtime
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos() as i64);
+        if mode.is_some() || mtime.is_some() || atime.is_some() || uid.is_some() || gid.is_some() {
             let attrs = AttrsRequest {
                 mode: mode.map(|m| m & 0o7777),
-                mtime_ns,
+                mtime_ns: mtime.map(unix_ns),
+                atime_ns: atime.map(unix_ns),
                 uid,
                 gid,
             };
@@ -546,7 +556,7 @@ impl CubbyFs {
             }
         }
         if empty && entry.size > 0 {
-            staged.lock().dirty = true;
+            staged.changed();
         }
         let mut map = lock(&self.staged);
         Ok(Arc::clone(map.entry(entry.id).or_insert(staged)))
@@ -804,6 +814,7 @@ impl CubbyFs {
         };
         state.base_version = report.version;
         state.dirty = false;
+        state.modified_ns = None;
         let parent = self.entries.get(&report.file_id).and_then(|e| e.parent_id);
         self.forget(report.file_id, parent);
         lock(&self.cached_version).insert(id, report.version);

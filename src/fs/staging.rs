@@ -22,6 +22,8 @@ pub struct StagedState {
     pub base_version: u64,
     /// Changes not yet committed.
     pub dirty: bool,
+    /// When the content last changed locally (Unix nanoseconds), while not committed.
+    pub modified_ns: Option<i64>,
 }
 
 /// One file's staged content.
@@ -51,6 +53,7 @@ impl Staged {
                 target_id: id,
                 base_version,
                 dirty: false,
+                modified_ns: None,
             }),
         })
     }
@@ -81,14 +84,24 @@ impl Staged {
 
     pub fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         self.file.write_all_at(data, offset)?;
-        self.lock().dirty = true;
+        self.changed();
         Ok(())
     }
 
     pub fn truncate(&self, size: u64) -> std::io::Result<()> {
         self.file.set_len(size)?;
-        self.lock().dirty = true;
+        self.changed();
         Ok(())
+    }
+
+    /// Marks the content changed now.
+    pub fn changed(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let mut state = self.lock();
+        state.dirty = true;
+        state.modified_ns = Some(now);
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, StagedState> {

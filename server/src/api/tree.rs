@@ -199,6 +199,7 @@ pub async fn set_attrs(
     let attrs = crate::meta::AttrChange {
         mode: request.mode.map(|m| m & 0o7777),
         mtime_ns: request.mtime_ns,
+        atime_ns: request.atime_ns,
         uid: request.uid,
         gid: request.gid,
     };

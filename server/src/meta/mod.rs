@@ -77,6 +77,7 @@ pub struct VersionRecord {
 pub struct AttrChange {
     pub mode: Option<u32>,
     pub mtime_ns: Option<i64>,
+    pub atime_ns: Option<i64>,
     /// Owner labels shown by mounts.
     pub uid: Option<u32>,
     pub gid: Option<u32>,

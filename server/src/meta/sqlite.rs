@@ -31,7 +31,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 const ENTRY_COLUMNS: &str =
-    "id, parent_id, name, kind, mode, mtime_ns, size, version, hash, target, uid, gid, rdev";
+    "id, parent_id, name, kind, mode, mtime_ns, size, version, hash, target, uid, gid, rdev,
+     COALESCE(atime_ns, mtime_ns), COALESCE(ctime_ns, mtime_ns)";
 
 const DEFAULT_FILE_MODE: u32 = 0o644;
 
@@ -171,6 +172,8 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Entry> {
         uid: row.get(10)?,
         gid: row.get(11)?,
         rdev: row.get(12)?,
+        atime_ns: row.get(13)?,
+        ctime_ns: row.get(14)?,
     })
 }
 
@@ -295,7 +298,7 @@ fn resolve_parent(
 
 fn touch(tx: &Transaction<'_>, id: u64, now: i64) -> Result<(), MetaError> {
     tx.execute(
-        "UPDATE entries SET mtime_ns = ?2 WHERE id = ?1",
+        "UPDATE entries SET mtime_ns = ?2, ctime_ns = ?2 WHERE id = ?1",
         params![id, now],
     )?;
     Ok(())
@@ -446,7 +449,8 @@ fn commit_in(
         }
     }
     tx.execute(
-        "UPDATE entries SET version = ?2, size = ?3, hash = ?4, mtime_ns = ?5 WHERE id = ?1",
+        "UPDATE entries SET version = ?2, size = ?3, hash = ?4, mtime_ns = ?5, ctime_ns = ?5
+         WHERE id = ?1",
         params![file_id, number, content.size, content.hash.as_bytes(), now],
     )?;
     if let Some(upload) = &request.upload_id {
@@ -514,8 +518,8 @@ fn rename_in(
     }
     let now = now_ns();
     tx.execute(
-        "UPDATE entries SET parent_id = ?2, name = ?3 WHERE id = ?1",
-        params![entry.id, dir.id, name.as_str()],
+        "UPDATE entries SET parent_id = ?2, name = ?3, ctime_ns = ?4 WHERE id = ?1",
+        params![entry.id, dir.id, name.as_str(), now],
     )?;
     touch(tx, old_parent, now)?;
     touch(tx, dir.id, now)?;
@@ -861,14 +865,17 @@ impl MetaStore for SqliteMetaStore {
             let entry = load_entry(tx, user, id.0)?;
             tx.execute(
                 "UPDATE entries SET mode = COALESCE(?2, mode), mtime_ns = COALESCE(?3, mtime_ns),
-                                    uid = COALESCE(?4, uid), gid = COALESCE(?5, gid)
+                                    uid = COALESCE(?4, uid), gid = COALESCE(?5, gid),
+                                    atime_ns = COALESCE(?6, atime_ns, mtime_ns), ctime_ns = ?7
                  WHERE id = ?1",
                 params![
                     entry.id,
                     attrs.mode.map(|m| m & 0o7777),
                     attrs.mtime_ns,
                     attrs.uid,
-                    attrs.gid
+                    attrs.gid,
+                    attrs.atime_ns,
+                    now_ns()
                 ],
             )?;
             load_entry(tx, user, entry.id)

@@ -25,7 +25,10 @@ CREATE TABLE entries (
     -- Owner labels as the mount shows them (NULL: the user's own); rdev for devices.
     uid        INTEGER,
     gid        INTEGER,
-    rdev       INTEGER NOT NULL DEFAULT 0
+    rdev       INTEGER NOT NULL DEFAULT 0,
+    -- Access and change times (NULL: the modification time).
+    atime_ns   INTEGER,
+    ctime_ns   INTEGER
 );
 CREATE UNIQUE INDEX entries_live_name ON entries(parent_id, name) WHERE deleted_ns IS NULL;
 CREATE UNIQUE INDEX entries_root ON entries(user_id) WHERE parent_id IS NULL;

@@ -130,7 +130,7 @@ fn load_trashed(tx: &Transaction<'_>, user: UserId, id: u64) -> Result<(Entry, i
              WHERE id = ?1 AND user_id = ?2 AND deleted_ns IS NOT NULL AND trash_root_id = id"
         ),
         params![id, user.0],
-        |r| Ok((entry_from_row(r)?, r.get::<_, i64>(13)?)),
+        |r| Ok((entry_from_row(r)?, r.get::<_, i64>(15)?)),
     )
     .optional()?
     .ok_or(MetaError::NotFound)
