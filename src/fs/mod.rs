@@ -551,7 +551,7 @@ impl CubbyFs {
         if !empty && entry.size > 0 {
             let manifest = self.block_on(self.remote.manifest(entry.id, Some(entry.version)))?;
             for chunk in &manifest.chunks {
-                let data = self.chunk(&manifest, chunk.hash, &chunk.url)?;
+                let data = self.chunk(chunk.hash, &chunk.url)?;
                 std::os::unix::fs::FileExt::write_all_at(&staged.file, &data, chunk.offset)?;
             }
         }
@@ -651,19 +651,25 @@ impl CubbyFs {
                 version,
                 manifest,
             } => {
-                let manifest = {
-                    let cached = lock(manifest).clone();
-                    match cached {
-                        Some(m) => m,
-                        None => {
-                            let fetched =
-                                Arc::new(self.block_on(self.remote.manifest(*id, Some(*version)))?);
-                            *lock(manifest) = Some(Arc::clone(&fetched));
-                            fetched
-                        }
-                    }
+                let fetch = || -> FsResult<Arc<FileManifest>> {
+                    let fetched =
+                        Arc::new(self.block_on(self.remote.manifest(*id, Some(*version)))?);
+                    *lock(manifest) = Some(Arc::clone(&fetched));
+                    Ok(fetched)
                 };
-                self.read_chunks(&manifest, offset, size as u64)
+                let cached = lock(manifest).clone();
+                let current = match cached {
+                    Some(m) => m,
+                    None => fetch()?,
+                };
+                match self.read_chunks(&current, offset, size as u64) {
+                    // Signed chunk URLs expire (an hour): a long-open handle gets new ones.
+                    Err(FsError::AccessDenied) => {
+                        let renewed = fetch()?;
+                        self.read_chunks(&renewed, offset, size as u64)
+                    }
+                    other => other,
+                }
             }
         }
     }
@@ -721,7 +727,7 @@ impl CubbyFs {
         Ok(data)
     }
 
-    fn chunk(&self, _manifest: &FileManifest, hash: ContentHash, url: &str) -> FsResult<Bytes> {
+    fn chunk(&self, hash: ContentHash, url: &str) -> FsResult<Bytes> {
         match self.chunks.get(&hash) {
             Some(data) => Ok(data),
             None => self.block_on(self.fetch_chunk(&hash, url)),
