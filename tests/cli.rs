@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use cubby_proto::ContentHash;
-use cubby_testkit::{PASSWORD, TestServer, random_bytes};
+use cubby_testkit::{TestServer, cubby_login, random_bytes};
 use serde_json::Value;
 
 /// A logged-in `cubby` with its own configuration file.
@@ -19,31 +19,13 @@ impl Cli {
     fn login(server: &TestServer, user: &str) -> Self {
         server.add_user(user);
         let dir = tempfile::tempdir().unwrap();
-        let cli = Cli {
-            config: dir.path().join("config.json"),
-            _dir: dir,
-        };
-        let mut child = cli
-            .command()
-            .args([
-                "login",
-                "--server",
-                &server.url,
-                "--username",
-                user,
-                "--password-stdin",
-            ])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PASSWORD}\n").as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-        cli
+        let config = cubby_login(
+            Path::new(env!("CARGO_BIN_EXE_cubby")),
+            server,
+            user,
+            dir.path(),
+        );
+        Cli { config, _dir: dir }
     }
 
     fn command(&self) -> Command {

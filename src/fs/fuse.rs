@@ -51,6 +51,13 @@ impl FuseAdapter {
         Self { fs }
     }
 
+    fn reply_entry(&self, reply: ReplyEntry, result: Result<Entry, FsError>) {
+        match result {
+            Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn attr(&self, entry: &Entry) -> FileAttr {
         let time = |ns: i64| UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64);
         let mtime = time(entry.mtime_ns);
@@ -80,6 +87,24 @@ fn errno(error: &FsError) -> Errno {
     Errno::from_i32(error.errno())
 }
 
+fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// An attribute value (or a list of names), or its size when `size` is 0.
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
 fn time_of(time: TimeOrNow) -> SystemTime {
     match time {
         TimeOrNow::SpecificTime(time) => time,
@@ -95,10 +120,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name) {
-            Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.reply_entry(reply, self.fs.lookup(parent.0, name));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -192,24 +214,15 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.fs.mkdir(parent.0, name, mode, owner(req)) {
-            Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.reply_entry(reply, self.fs.mkdir(parent.0, name, mode, owner(req)));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.fs.unlink(parent.0, name));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.fs.rmdir(parent.0, name));
     }
 
     fn symlink(
@@ -224,10 +237,10 @@ impl Filesystem for FuseAdapter {
             reply.error(Errno::EINVAL);
             return;
         };
-        match self.fs.symlink(parent.0, link_name, target, owner(req)) {
-            Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.reply_entry(
+            reply,
+            self.fs.symlink(parent.0, link_name, target, owner(req)),
+        );
     }
 
     fn rename(
@@ -347,10 +360,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.fs.flush(fh.0));
     }
 
     fn release(
@@ -363,10 +373,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.fs.release(fh.0));
     }
 
     fn fsync(
@@ -377,10 +384,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.fs.flush(fh.0));
     }
 
     fn readdir(
@@ -442,9 +446,7 @@ impl Filesystem for FuseAdapter {
             .to_str()
             .map_or(Ok(None), |name| self.fs.xattr(ino.0, name));
         match value {
-            Ok(Some(value)) if size == 0 => reply.size(value.len() as u32),
-            Ok(Some(value)) if value.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(Some(value)) => reply.data(&value),
+            Ok(Some(value)) => reply_xattr(reply, &value, size),
             Ok(None) => reply.error(Errno::NO_XATTR),
             Err(e) => reply.error(errno(&e)),
         }
@@ -458,13 +460,7 @@ impl Filesystem for FuseAdapter {
                     list.extend_from_slice(name.as_bytes());
                     list.push(0);
                 }
-                if size == 0 {
-                    reply.size(list.len() as u32);
-                } else if list.len() > size as usize {
-                    reply.error(Errno::ERANGE);
-                } else {
-                    reply.data(&list);
-                }
+                reply_xattr(reply, &list, size);
             }
             Err(e) => reply.error(errno(&e)),
         }

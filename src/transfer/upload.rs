@@ -136,6 +136,19 @@ fn plan(path: &Path, progress: &Progress) -> std::io::Result<Plan> {
     })
 }
 
+/// Cuts and hashes `local` on a blocking thread.
+async fn plan_file(local: &Path, progress: &Progress) -> Result<Arc<Plan>, UploadError> {
+    let (path, bar) = (local.to_owned(), progress.clone());
+    let local_error = |source| UploadError::Local {
+        path: local.to_owned(),
+        source,
+    };
+    let planned = tokio::task::spawn_blocking(move || plan(&path, &bar))
+        .await
+        .map_err(|e| local_error(std::io::Error::other(e)))?;
+    Ok(Arc::new(planned.map_err(local_error)?))
+}
+
 /// Uploads `local` to `remote_path`, replacing `base`.
 pub async fn upload(
     remote: &Remote,
@@ -144,19 +157,7 @@ pub async fn upload(
     base: Base,
     progress: &Progress,
 ) -> Result<UploadReport, UploadError> {
-    let local_owned = local.to_owned();
-    let bar = progress.clone();
-    let plan = tokio::task::spawn_blocking(move || plan(&local_owned, &bar))
-        .await
-        .map_err(|e| UploadError::Local {
-            path: local.to_owned(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(|source| UploadError::Local {
-            path: local.to_owned(),
-            source,
-        })?;
-    let plan = Arc::new(plan);
+    let plan = plan_file(local, progress).await?;
     let base_version = match base {
         Base::New => None,
         Base::Version(v) => Some(v),
@@ -233,23 +234,13 @@ pub async fn commit_local(
     target: &Target,
     base_version: Option<u64>,
 ) -> Result<UploadReport, UploadError> {
-    let local_owned = local.to_owned();
-    let plan = tokio::task::spawn_blocking(move || plan(&local_owned, &Progress::hidden()))
-        .await
-        .map_err(|e| UploadError::Local {
-            path: local.to_owned(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(|source| UploadError::Local {
-            path: local.to_owned(),
-            source,
-        })?;
+    let plan = plan_file(local, &Progress::hidden()).await?;
     send(
         remote,
         local,
         target,
         base_version,
-        &Arc::new(plan),
+        &plan,
         &Progress::hidden(),
     )
     .await

@@ -38,6 +38,18 @@ pub fn server_bin() -> PathBuf {
     workspace_bin("cubby-server")
 }
 
+/// Waits up to 5 s for a process this harness started to exit, then kills it.
+fn wait_or_kill(child: &mut Child) {
+    for _ in 0..100 {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A running server process.
 #[derive(Debug)]
 pub struct TestServer {
@@ -96,14 +108,7 @@ impl TestServer {
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
-            for _ in 0..100 {
-                if child.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            wait_or_kill(&mut child);
         }
     }
 
@@ -425,14 +430,7 @@ impl Mount {
             }
         }
         if let Some(mut child) = self.child.take() {
-            for _ in 0..100 {
-                if child.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            wait_or_kill(&mut child);
         }
     }
 
