@@ -350,3 +350,49 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn extended_attributes() {
+    if !fuse_available("extended_attributes") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    fs::write(mount.path().join("f"), "x").unwrap();
+    let script = r#"
+import errno, os
+os.setxattr("f", "user.color", b"blue")
+os.setxattr("f", "user.empty", b"")
+print(os.getxattr("f", "user.color").decode())
+print(",".join(sorted(os.listxattr("f"))))
+print(os.getxattr("f", "user.cubby.version").decode(), os.getxattr("f", "user.cubby.status").decode())
+for call in (lambda: os.setxattr("f", "user.color", b"red", os.XATTR_CREATE),
+             lambda: os.setxattr("f", "user.new", b"v", os.XATTR_REPLACE),
+             lambda: os.getxattr("f", "user.missing"),
+             lambda: os.setxattr("f", "user.cubby.version", b"9"),
+             lambda: os.setxattr("f", "trusted.x", b"v")):
+    try:
+        call()
+        print("no error")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+os.removexattr("f", "user.color")
+print(",".join(sorted(os.listxattr("f"))))
+"#;
+    let out = sh(mount.path(), &format!("python3 -c '{script}'"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "blue");
+    assert_eq!(
+        lines[1],
+        "user.color,user.cubby.hash,user.cubby.status,user.cubby.version,user.empty"
+    );
+    assert_eq!(lines[2], "2 synced");
+    assert_eq!(
+        &lines[3..8],
+        ["EEXIST", "ENODATA", "ENODATA", "EPERM", "ENOTSUP"]
+    );
+    assert_eq!(
+        lines[8],
+        "user.cubby.hash,user.cubby.status,user.cubby.version,user.empty"
+    );
+}

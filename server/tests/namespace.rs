@@ -274,3 +274,77 @@ async fn entries_by_parent_id_attrs_and_special_files() {
         .unwrap();
     expect_error(response, StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
 }
+
+#[tokio::test]
+async fn extended_attributes_over_http() {
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    let f = alice.upload("/f", b"x", None).await.file_id;
+    let url = |name: &str| format!("/file/{f}/xattrs/{name}");
+    let put = alice
+        .http
+        .put(alice.url(&url("user.a")))
+        .bearer_auth(&alice.token)
+        .body("1");
+    assert_eq!(put.send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    let value = alice
+        .get(&url("user.a"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(value.as_ref(), b"1");
+    let again = alice
+        .http
+        .put(alice.url(&format!("{}?mode=create", url("user.a"))))
+        .bearer_auth(&alice.token)
+        .body("2");
+    expect_error(
+        again.send().await.unwrap(),
+        StatusCode::CONFLICT,
+        ErrorCode::AlreadyExists,
+    )
+    .await;
+    let names: serde_json::Value = alice
+        .get(&format!("/file/{f}/xattrs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names["names"], json!(["user.a"]));
+    let bad = alice
+        .http
+        .put(alice.url(&url("security.x")))
+        .bearer_auth(&alice.token)
+        .body("1");
+    expect_error(
+        bad.send().await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidName,
+    )
+    .await;
+    let big = alice
+        .http
+        .put(alice.url(&url("user.big")))
+        .bearer_auth(&alice.token)
+        .body(vec![0u8; 70_000]);
+    assert_eq!(
+        big.send().await.unwrap().status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let bob = server.user("bob").await;
+    expect_error(
+        bob.get(&url("user.a")).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+    )
+    .await;
+    let removed = alice.delete(&url("user.a")).send().await.unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    let gone = alice.get(&url("user.a")).send().await.unwrap();
+    expect_error(gone, StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
+}

@@ -32,6 +32,8 @@ pub enum FsError {
     TooLarge,
     #[error("bad file handle")]
     BadHandle,
+    #[error("no such attribute")]
+    NoAttribute,
     #[error("access denied by the server (log in again)")]
     AccessDenied,
     #[error("I/O error: {0}")]
@@ -54,6 +56,7 @@ impl FsError {
             FsError::NoSpace => libc::ENOSPC,
             FsError::TooLarge => libc::EFBIG,
             FsError::BadHandle => libc::EBADF,
+            FsError::NoAttribute => libc::ENODATA,
             FsError::AccessDenied => libc::EACCES,
             FsError::Io(_) => libc::EIO,
         }

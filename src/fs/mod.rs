@@ -857,30 +857,83 @@ impl CubbyFs {
 
     // ---- extended attributes ----
 
-    /// The read-only `user.cubby.*` attributes.
+    /// An extended attribute: the read-only `user.cubby.*` ones, other `user.*` ones from
+    /// the server; other namespaces are not supported.
     pub fn xattr(&self, ino: u64, name: &str) -> FsResult<Option<Vec<u8>>> {
         let entry = self.getattr(ino)?;
-        let pending = lock(&self.staged)
-            .get(&entry.id)
-            .is_some_and(|s| s.lock().dirty);
-        Ok(match name {
-            "user.cubby.version" => Some(entry.version.to_string().into_bytes()),
-            "user.cubby.hash" => entry.hash.map(|h| h.to_hex().into_bytes()),
-            "user.cubby.status" if entry.kind == EntryKind::File => Some(if pending {
-                b"pending".to_vec()
-            } else {
-                b"synced".to_vec()
-            }),
-            _ => None,
-        })
+        if let Some(key) = name.strip_prefix("user.cubby.") {
+            let pending = lock(&self.staged)
+                .get(&entry.id)
+                .is_some_and(|s| s.lock().dirty);
+            return Ok(match key {
+                "version" => Some(entry.version.to_string().into_bytes()),
+                "hash" => entry.hash.map(|h| h.to_hex().into_bytes()),
+                "status" if entry.kind == EntryKind::File => Some(if pending {
+                    b"pending".to_vec()
+                } else {
+                    b"synced".to_vec()
+                }),
+                _ => None,
+            });
+        }
+        if !name.starts_with("user.") {
+            return Err(FsError::NotSupported);
+        }
+        Ok(self
+            .block_on(self.remote.xattr(entry.id, name))?
+            .map(|v| v.to_vec()))
     }
 
-    pub fn xattr_names(&self, ino: u64) -> FsResult<Vec<&'static str>> {
+    pub fn xattr_names(&self, ino: u64) -> FsResult<Vec<String>> {
         let entry = self.getattr(ino)?;
-        Ok(if entry.kind == EntryKind::File {
-            vec!["user.cubby.version", "user.cubby.hash", "user.cubby.status"]
-        } else {
-            vec!["user.cubby.version"]
-        })
+        let mut names = vec!["user.cubby.version".to_owned()];
+        if entry.kind == EntryKind::File {
+            names.extend(["user.cubby.hash".to_owned(), "user.cubby.status".to_owned()]);
+        }
+        names.extend(self.block_on(self.remote.xattr_names(entry.id))?);
+        Ok(names)
+    }
+
+    /// Sets a `user.*` attribute; `create` / `replace` as setxattr's flags.
+    pub fn set_xattr(
+        &self,
+        ino: u64,
+        name: &str,
+        value: &[u8],
+        create: bool,
+        replace: bool,
+    ) -> FsResult<()> {
+        let id = self.id_of(ino);
+        if name.starts_with("user.cubby.") {
+            return Err(FsError::NotPermitted);
+        }
+        if !name.starts_with("user.") {
+            return Err(FsError::NotSupported);
+        }
+        let mode = match (create, replace) {
+            (true, _) => "create",
+            (false, true) => "replace",
+            (false, false) => "any",
+        };
+        match self.block_on(self.remote.set_xattr(id, name, value, mode)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) && replace => Err(FsError::NoAttribute),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn remove_xattr(&self, ino: u64, name: &str) -> FsResult<()> {
+        let id = self.id_of(ino);
+        if name.starts_with("user.cubby.") {
+            return Err(FsError::NotPermitted);
+        }
+        if !name.starts_with("user.") {
+            return Err(FsError::NotSupported);
+        }
+        match self.block_on(self.remote.remove_xattr(id, name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::NoAttribute),
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -414,4 +414,86 @@ impl Remote {
             .await?;
         decode(response).await
     }
+
+    fn xattr_url(&self, id: u64, name: Option<&str>) -> Result<reqwest::Url, RemoteError> {
+        let mut url = reqwest::Url::parse(&self.url(&format!("/file/{id}/xattrs")))
+            .map_err(|e| RemoteError::Protocol(e.to_string()))?;
+        if let Some(name) = name {
+            url.path_segments_mut()
+                .map_err(|()| RemoteError::Protocol("base URL cannot have paths".into()))?
+                .push(name);
+        }
+        Ok(url)
+    }
+
+    /// `GET /file/{id}/xattrs`.
+    pub async fn xattr_names(&self, id: u64) -> Result<Vec<String>, RemoteError> {
+        #[derive(serde::Deserialize)]
+        struct Names {
+            names: Vec<String>,
+        }
+        let url = self.xattr_url(id, None)?;
+        let names: Names =
+            decode(self.http.get(url).bearer_auth(&self.token).send().await?).await?;
+        Ok(names.names)
+    }
+
+    /// `GET /file/{id}/xattrs/{name}`; `None` when the entry has no such attribute.
+    pub async fn xattr(&self, id: u64, name: &str) -> Result<Option<Bytes>, RemoteError> {
+        let url = self.xattr_url(id, Some(name))?;
+        let response = self.http.get(url).bearer_auth(&self.token).send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        match status {
+            s if s.is_success() => Ok(Some(bytes)),
+            _ => match error_from(status, &bytes) {
+                e if e.code() == Some(ErrorCode::NotFound) && status == StatusCode::NOT_FOUND => {
+                    // Either the attribute or the entry is missing; ask which.
+                    self.entry(id).await?;
+                    Ok(None)
+                }
+                e => Err(e),
+            },
+        }
+    }
+
+    /// `PUT /file/{id}/xattrs/{name}?mode=`; mode is `any`, `create` or `replace`.
+    pub async fn set_xattr(
+        &self,
+        id: u64,
+        name: &str,
+        value: &[u8],
+        mode: &str,
+    ) -> Result<(), RemoteError> {
+        let url = self.xattr_url(id, Some(name))?;
+        let response = self
+            .http
+            .put(url)
+            .bearer_auth(&self.token)
+            .query(&[("mode", mode)])
+            .body(value.to_vec())
+            .send()
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(error_from(status, &response.bytes().await?))
+    }
+
+    /// `DELETE /file/{id}/xattrs/{name}`.
+    pub async fn remove_xattr(&self, id: u64, name: &str) -> Result<(), RemoteError> {
+        let url = self.xattr_url(id, Some(name))?;
+        let response = self
+            .http
+            .delete(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(error_from(status, &response.bytes().await?))
+    }
 }

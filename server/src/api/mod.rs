@@ -12,6 +12,7 @@ mod files;
 mod history;
 pub mod range;
 mod tree;
+mod xattrs;
 
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -54,6 +55,14 @@ pub fn router(state: AppState) -> Router {
         .route("/file/{id}/chunks", get(chunks::manifest))
         .route("/file/{id}/versions", get(history::versions))
         .route("/file/{id}/attrs", post(tree::set_attrs))
+        .route("/file/{id}/xattrs", get(xattrs::names))
+        .route(
+            "/file/{id}/xattrs/{name}",
+            get(xattrs::get)
+                .put(xattrs::set)
+                .delete(xattrs::remove)
+                .layer(DefaultBodyLimit::max(xattrs::MAX_VALUE + 1)),
+        )
         .route("/file/{id}/restore", post(history::restore))
         .route("/trash", get(history::trash))
         .route("/trash/restore", post(history::restore_trash))

@@ -83,6 +83,19 @@ pub struct AttrChange {
     pub gid: Option<u32>,
 }
 
+/// How `set_xattr` treats an existing attribute (setxattr's flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XattrMode {
+    /// Create or replace.
+    #[default]
+    Any,
+    /// Only create (XATTR_CREATE).
+    Create,
+    /// Only replace (XATTR_REPLACE).
+    Replace,
+}
+
 /// A deleted entry the user can restore.
 #[derive(Debug, Clone)]
 pub struct TrashItem {
@@ -294,6 +307,27 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         mode: u32,
         rdev: u32,
     ) -> Result<Entry, MetaError>;
+
+    /// Sets extended attribute `name` (validated by the caller) of an entry. With
+    /// `XattrMode::Create` an existing one is `AlreadyExists`; with `Replace` a missing
+    /// one is `NotFound`.
+    async fn set_xattr(
+        &self,
+        user: UserId,
+        id: EntryId,
+        name: &str,
+        value: &[u8],
+        mode: XattrMode,
+    ) -> Result<(), MetaError>;
+
+    /// The value of extended attribute `name` (`NotFound` when absent).
+    async fn xattr(&self, user: UserId, id: EntryId, name: &str) -> Result<Vec<u8>, MetaError>;
+
+    /// The names of an entry's extended attributes, sorted.
+    async fn xattr_names(&self, user: UserId, id: EntryId) -> Result<Vec<String>, MetaError>;
+
+    /// Removes extended attribute `name` (`NotFound` when absent).
+    async fn remove_xattr(&self, user: UserId, id: EntryId, name: &str) -> Result<(), MetaError>;
 
     /// Every version of a file, newest first.
     async fn versions(&self, user: UserId, file: EntryId) -> Result<Vec<VersionRecord>, MetaError>;

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_uploads.sql"),
     include_str!("migrations/0003_history.sql"),
+    include_str!("migrations/0004_xattrs.sql"),
 ];
 
 const ENTRY_COLUMNS: &str =
@@ -908,6 +909,89 @@ impl MetaStore for SqliteMetaStore {
                 params![entry.id, rdev],
             )?;
             load_entry(tx, user, entry.id)
+        })
+        .await
+    }
+
+    async fn set_xattr(
+        &self,
+        user: UserId,
+        id: EntryId,
+        name: &str,
+        value: &[u8],
+        mode: super::XattrMode,
+    ) -> Result<(), MetaError> {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        self.write(move |tx| {
+            let entry = load_entry(tx, user, id.0)?;
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM xattrs WHERE entry_id = ?1 AND name = ?2",
+                    params![entry.id, name],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            match mode {
+                super::XattrMode::Create if exists => return Err(MetaError::AlreadyExists),
+                super::XattrMode::Replace if !exists => return Err(MetaError::NotFound),
+                _ => {}
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO xattrs (entry_id, name, value) VALUES (?1, ?2, ?3)",
+                params![entry.id, name, value],
+            )?;
+            tx.execute(
+                "UPDATE entries SET ctime_ns = ?2 WHERE id = ?1",
+                params![entry.id, now_ns()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn xattr(&self, user: UserId, id: EntryId, name: &str) -> Result<Vec<u8>, MetaError> {
+        let name = name.to_owned();
+        self.read(move |tx| {
+            let entry = load_entry(tx, user, id.0)?;
+            tx.query_row(
+                "SELECT value FROM xattrs WHERE entry_id = ?1 AND name = ?2",
+                params![entry.id, name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(MetaError::NotFound)
+        })
+        .await
+    }
+
+    async fn xattr_names(&self, user: UserId, id: EntryId) -> Result<Vec<String>, MetaError> {
+        self.read(move |tx| {
+            let entry = load_entry(tx, user, id.0)?;
+            let mut stmt =
+                tx.prepare_cached("SELECT name FROM xattrs WHERE entry_id = ?1 ORDER BY name")?;
+            let names = stmt.query_map(params![entry.id], |r| r.get(0))?;
+            Ok(names.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
+    async fn remove_xattr(&self, user: UserId, id: EntryId, name: &str) -> Result<(), MetaError> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            let entry = load_entry(tx, user, id.0)?;
+            let removed = tx.execute(
+                "DELETE FROM xattrs WHERE entry_id = ?1 AND name = ?2",
+                params![entry.id, name],
+            )?;
+            if removed == 0 {
+                return Err(MetaError::NotFound);
+            }
+            tx.execute(
+                "UPDATE entries SET ctime_ns = ?2 WHERE id = ?1",
+                params![entry.id, now_ns()],
+            )?;
+            Ok(())
         })
         .await
     }
