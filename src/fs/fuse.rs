@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cubby_proto::api::{Entry, EntryKind};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::{CubbyFs, FsError, Owner};
@@ -56,6 +56,24 @@ impl FuseAdapter {
             Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    /// `.`, `..` and the children of a directory, with their entries.
+    fn listing(&self, ino: u64) -> Result<Vec<(String, Entry)>, FsError> {
+        let (dir, children) = self.fs.readdir(ino)?;
+        let parent = match dir.parent_id {
+            Some(parent) => self.fs.getattr(self.fs.ino_of(parent))?,
+            None => dir.clone(),
+        };
+        let mut listing = Vec::with_capacity(children.len() + 2);
+        listing.push((".".to_owned(), dir));
+        listing.push(("..".to_owned(), parent));
+        listing.extend(
+            children
+                .iter()
+                .map(|child| (child.name.clone(), child.clone())),
+        );
+        Ok(listing)
     }
 
     fn attr(&self, entry: &Entry) -> FileAttr {
@@ -116,6 +134,9 @@ impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Listings carry attributes: `ls -l` needs no lookup per entry.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
@@ -395,29 +416,41 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let (dir, children) = match self.fs.readdir(ino.0) {
+        let listing = match self.listing(ino.0) {
             Ok(listing) => listing,
             Err(e) => {
                 reply.error(errno(&e));
                 return;
             }
         };
-        let parent = dir.parent_id.map_or(ino.0, |p| self.fs.ino_of(p));
-        let dots = [
-            (ino.0, FileType::Directory, ".".to_owned()),
-            (parent, FileType::Directory, "..".to_owned()),
-        ];
-        let rest = children.iter().map(|child| {
-            let kind = file_type(child.kind);
-            (self.fs.ino_of(child.id), kind, child.name.clone())
-        });
-        for (index, (child_ino, kind, name)) in dots
-            .into_iter()
-            .chain(rest)
-            .enumerate()
-            .skip(offset as usize)
-        {
-            if reply.add(INodeNo(child_ino), (index + 1) as u64, kind, &name) {
+        for (index, (name, entry)) in listing.iter().enumerate().skip(offset as usize) {
+            let child = INodeNo(self.fs.ino_of(entry.id));
+            if reply.add(child, (index + 1) as u64, file_type(entry.kind), name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let listing = match self.listing(ino.0) {
+            Ok(listing) => listing,
+            Err(e) => {
+                reply.error(errno(&e));
+                return;
+            }
+        };
+        for (index, (name, entry)) in listing.iter().enumerate().skip(offset as usize) {
+            let attr = self.attr(entry);
+            let next = (index + 1) as u64;
+            if reply.add(attr.ino, next, name, &KERNEL_TTL, &attr, Generation(0)) {
                 break;
             }
         }
