@@ -21,6 +21,8 @@ fi
 echo "== practice: upload and download 10 files with curl"
 cargo build --workspace --locked --bins
 tests/practice_upload_download.sh target/debug/cubby-server
+echo "== ./mount.sh, as the README gives it"
+tests/mount_sh_test.sh
 echo "== conformance: pjdfstest and fsx on a fresh mount"
 if [ "$(id -u)" -eq 0 ]; then
   tests/conformance.sh
