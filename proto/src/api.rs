@@ -342,3 +342,17 @@ pub struct AttrsRequest {
     #[serde(default)]
     pub gid: Option<u32>,
 }
+
+/// `POST /create`: a new, empty file in one request (what `creat(2)` needs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub parent_id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub mode: Option<u32>,
+    /// Owner labels (see `Entry::uid`).
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
+}

@@ -610,23 +610,16 @@ impl CubbyFs {
     ) -> FsResult<(Entry, u64)> {
         let parent = self.id_of(parent_ino);
         let name = name_of(name)?;
-        if self.child(parent_ino, OsStr::new(name)).is_ok() {
-            return Err(FsError::Exists);
-        }
-        let empty = cubby_proto::api::BeginUploadRequest {
-            path: None,
-            file_id: None,
-            parent_id: Some(parent),
-            name: Some(name.to_owned()),
-            base_version: None,
-            size: 0,
-            hash: ContentHash::empty(),
-            chunks: Vec::new(),
-        };
-        let begun = self.block_on(self.remote.begin_upload(&empty))?;
-        let done = self.block_on(self.remote.complete_upload(&begun.upload_id))?;
+        let (uid, gid) = self.owner_labels(owner);
         let mode = mode & 0o7777;
-        let mut entry = self.label(done.file_id, (mode != 0o644).then_some(mode), owner)?;
+        let request = cubby_proto::api::CreateRequest {
+            parent_id: parent,
+            name: name.to_owned(),
+            mode: (mode != 0o644).then_some(mode),
+            uid,
+            gid,
+        };
+        let mut entry = self.block_on(self.remote.create(&request))?;
         self.forget(entry.id, Some(parent));
         self.remember(&entry);
         let staged = Arc::new(Staged::create(

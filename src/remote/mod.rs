@@ -496,4 +496,19 @@ impl Remote {
         }
         Err(error_from(status, &response.bytes().await?))
     }
+
+    /// `POST /create`: an empty file, in one request.
+    pub async fn create(
+        &self,
+        request: &cubby_proto::api::CreateRequest,
+    ) -> Result<Entry, RemoteError> {
+        let response = self
+            .http
+            .post(self.url("/create"))
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await?;
+        decode(response).await
+    }
 }

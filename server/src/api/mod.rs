@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/mkdir", post(tree::mkdir))
         .route("/symlink", post(tree::symlink))
         .route("/mknod", post(tree::mknod))
+        .route("/create", post(tree::create))
         .route("/move", post(tree::rename))
         .route("/delete", post(tree::remove_by_path))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

@@ -208,6 +208,52 @@ pub async fn set_attrs(
     ))
 }
 
+/// `POST /create {"parent_id", "name", "mode"?, "uid"?, "gid"?}`: an empty file at
+/// version 1, in one request. An existing entry of that name is `already_exists`.
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<cubby_proto::api::CreateRequest>,
+) -> Result<(StatusCode, Json<Entry>), ApiError> {
+    let place = super::location(None, Some(request.parent_id), Some(&request.name))?;
+    let empty = crate::meta::NewContent {
+        size: 0,
+        hash: cubby_proto::ContentHash::empty(),
+        chunks: Vec::new(),
+    };
+    let commit = crate::meta::CommitRequest {
+        location: place,
+        base_version: None,
+        create_parents: false,
+        content: empty,
+        device: super::device(&headers),
+        upload_id: None,
+    };
+    let entry = match state.meta.commit(user.id, commit, state.presence()).await {
+        Ok(entry) => entry,
+        Err(crate::meta::MetaError::VersionConflict { .. }) => {
+            return Err(crate::meta::MetaError::AlreadyExists.into());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let attrs = crate::meta::AttrChange {
+        mode: request.mode.map(|m| m & 0o7777),
+        uid: request.uid,
+        gid: request.gid,
+        ..crate::meta::AttrChange::default()
+    };
+    let entry = if attrs.mode.is_some() || attrs.uid.is_some() || attrs.gid.is_some() {
+        state
+            .meta
+            .set_attrs(user.id, EntryId(entry.id), attrs)
+            .await?
+    } else {
+        entry
+    };
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
 /// `POST /mknod {"parent_id", "name", "kind", "mode"?, "rdev"?}`: a FIFO, device or
 /// socket entry (metadata only).
 pub async fn mknod(
