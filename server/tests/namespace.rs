@@ -348,3 +348,25 @@ async fn extended_attributes_over_http() {
     let gone = alice.get(&url("user.a")).send().await.unwrap();
     expect_error(gone, StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
 }
+
+#[tokio::test]
+async fn create_makes_an_empty_file_in_one_request() {
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    let root = alice.stat_entry("/").await;
+    let body = json!({"parent_id": root.id, "name": "new.txt", "mode": 0o600, "uid": 7});
+    let created = alice.post("/create").json(&body).send().await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let entry: Entry = created.json().await.unwrap();
+    assert_eq!(
+        (entry.kind, entry.version, entry.size),
+        (EntryKind::File, 1, 0)
+    );
+    assert_eq!((entry.mode, entry.uid), (0o600, Some(7)));
+    assert!(alice.download(entry.id).await.is_empty());
+    let again = alice.post("/create").json(&body).send().await.unwrap();
+    expect_error(again, StatusCode::CONFLICT, ErrorCode::AlreadyExists).await;
+    let bad = json!({"parent_id": root.id, "name": ".."});
+    let response = alice.post("/create").json(&bad).send().await.unwrap();
+    expect_error(response, StatusCode::BAD_REQUEST, ErrorCode::InvalidName).await;
+}
