@@ -1,4 +1,5 @@
-//! The command line: `cubby login`, `cubby upload`, `cubby download`.
+//! The command line: `login`, `mount`/`unmount`, `upload`/`download`, `versions`,
+//! `restore`, `rm` and `trash`.
 //!
 //! Exit codes: 0 success; 1 failure (nothing changed on the server); 3 the base version
 //! was stale, and the local bytes were kept as a conflicted copy.

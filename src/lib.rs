@@ -1,5 +1,6 @@
-//! `cubby`: the Cubby client. Today: the command line (`login`, `upload`, `download`)
-//! over the chunked protocol. The FUSE mount builds on the same modules.
+//! `cubby`: the Cubby client: the FUSE mount (`fs`, `cache`, `mount`) and the command
+//! line (`cli`), both over the typed HTTP client (`remote`) and whole-file transfers
+//! (`transfer`). docs/ARCHITECTURE.md has the code map.
 
 pub mod cache;
 pub mod cli;
