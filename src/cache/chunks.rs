@@ -5,6 +5,10 @@
 //! and renamed into place. The index of what is present lives in memory (moka, weighed
 //! by chunk size, its eviction deleting the file) and is rebuilt from the directory when
 //! the cache opens.
+//!
+//! In front of the disk sits a small in-memory cache of verified chunks: the kernel reads
+//! a file 128 KiB at a time, and a chunk is about 1 MiB, so without it every read would
+//! re-read and re-hash a whole chunk from disk.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +22,11 @@ use moka::sync::Cache;
 pub struct ChunkCache {
     root: PathBuf,
     index: Cache<ContentHash, u32>,
+    memory: Cache<ContentHash, Bytes>,
 }
+
+/// Bytes of verified chunks kept in memory.
+const MEMORY_BYTES: u64 = 128 << 20;
 
 impl std::fmt::Debug for ChunkCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,9 +55,14 @@ impl ChunkCache {
                 }
             })
             .build();
+        let memory = Cache::builder()
+            .max_capacity(MEMORY_BYTES)
+            .weigher(|_: &ContentHash, data: &Bytes| data.len().try_into().unwrap_or(u32::MAX))
+            .build();
         let cache = Self {
             root: root.to_owned(),
             index,
+            memory,
         };
         for fan in std::fs::read_dir(root)?.flatten() {
             let Ok(files) = std::fs::read_dir(fan.path()) else {
@@ -73,10 +86,17 @@ impl ChunkCache {
 
     /// The chunk, if cached and intact. A corrupt file is dropped and reported absent.
     pub fn get(&self, hash: &ContentHash) -> Option<Bytes> {
+        if let Some(data) = self.memory.get(hash) {
+            return Some(data);
+        }
         self.index.get(hash)?;
         let path = chunk_path(&self.root, hash);
         match std::fs::read(&path) {
-            Ok(data) if ContentHash::of(&data) == *hash => Some(Bytes::from(data)),
+            Ok(data) if ContentHash::of(&data) == *hash => {
+                let data = Bytes::from(data);
+                self.memory.insert(*hash, data.clone());
+                Some(data)
+            }
             _ => {
                 self.index.invalidate(hash);
                 let _ = std::fs::remove_file(&path);
@@ -86,7 +106,8 @@ impl ChunkCache {
     }
 
     /// Stores a chunk (the caller verified it). Failures only cost a later refetch.
-    pub fn put(&self, hash: &ContentHash, data: &[u8]) {
+    pub fn put(&self, hash: &ContentHash, data: &Bytes) {
+        self.memory.insert(*hash, data.clone());
         let path = chunk_path(&self.root, hash);
         let stored = (|| {
             let dir = path.parent().expect("chunk paths have a parent");

@@ -53,6 +53,9 @@ use crate::transfer::{self, Target};
 /// The result of filesystem operations.
 pub type FsResult<T> = Result<T, FsError>;
 
+/// Chunks fetched ahead of a sequential reader.
+const READ_AHEAD_CHUNKS: usize = 2;
+
 /// The root directory's inode number (FUSE's).
 pub const ROOT_INO: u64 = 1;
 
@@ -104,6 +107,8 @@ pub struct CubbyFs {
     entries: Cache<u64, Entry>,
     listings: Cache<u64, Arc<Vec<Entry>>>,
     chunks: ChunkCache,
+    /// Chunks being fetched ahead, so each is fetched once.
+    prefetching: Arc<Mutex<std::collections::HashSet<ContentHash>>>,
     /// Staged files by entry id.
     staged: Mutex<HashMap<u64, Arc<Staged>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
@@ -168,6 +173,7 @@ impl CubbyFs {
                 .time_to_live(ttl)
                 .build(),
             chunks,
+            prefetching: Arc::new(Mutex::new(std::collections::HashSet::new())),
             staged: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
@@ -695,17 +701,21 @@ impl CubbyFs {
             let to = ((end - chunk.offset) as usize).min(data.len());
             out.extend_from_slice(&data[from..to]);
         }
-        // Read ahead: the chunk after the last one read, in the background.
-        if let Some(next) = manifest.chunks.get(first + needed.len())
-            && self.chunks.get(&next.hash).is_none()
-        {
+        // Read ahead: the next chunks after the last one read, in the background.
+        let after = first + needed.len();
+        for next in manifest.chunks.iter().skip(after).take(READ_AHEAD_CHUNKS) {
+            if self.chunks.get(&next.hash).is_some() || !lock(&self.prefetching).insert(next.hash) {
+                continue;
+            }
             let (remote, cache, next) = (self.remote.clone(), self.chunks.clone(), next.clone());
+            let prefetching = Arc::clone(&self.prefetching);
             self.runtime.spawn(async move {
                 if let Ok(data) = remote.get_chunk(&next.url).await
                     && ContentHash::of(&data) == next.hash
                 {
                     cache.put(&next.hash, &data);
                 }
+                lock(&prefetching).remove(&next.hash);
             });
         }
         Ok(out)

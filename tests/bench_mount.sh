@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Benchmark of the mount against a plain local directory on the same disk, in one run
+# (not a test: it prints numbers). Run as root (it drops the kernel's caches).
+#
+#   tests/bench_mount.sh [SIZE_MIB] [SMALL_FILES]      (defaults: 1024, 3000)
+#
+# Workloads, each on the local directory and on a fresh mount of a fresh local server:
+# sequential write ending in fsync; cold read (page cache and chunk cache dropped);
+# warm read (chunk cache full); re-read (page cache); untar of small files (median about
+# 4 KiB); ls -lR cold and warm; reading every small file; deleting them; a 1-byte
+# overwrite in the middle of the large file and a rewrite with 1 byte inserted at the
+# start (bytes the server received, time until committed). Prints each figure, the
+# ratio local/mount, and the peak RSS of the daemon and the server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+size_mib=${1:-1024}
+small_files=${2:-3000}
+[ "$(id -u)" -eq 0 ] || { echo "run as root (drops caches)" >&2; exit 1; }
+
+cargo build --release --workspace --bins -q
+bin=$repo/target/release
+work=$(mktemp -d -p "$repo/target" bench-mount.XXXXXX)
+server_pid= mount_pid=
+mnt=$work/mnt
+cleanup() {
+  set +e
+  awk -v d="$mnt" '$2 == d { f = 1 } END { exit !f }' /proc/mounts && { fusermount3 -u "$mnt" || umount -l "$mnt"; }
+  pkill -f "cubby mount $mnt" 2>/dev/null
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$work" /dev/shm/cubby-bench-src
+}
+trap cleanup EXIT
+
+mkdir -p "$mnt" "$work/local"
+"$bin/cubby-server" user add bench --password bench-pw --data "$work/data" >/dev/null
+RUST_LOG=info "$bin/cubby-server" serve --data "$work/data" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.log" &
+server_pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/server.out" 2>/dev/null && break; sleep 0.05; done
+export CUBBY_CONFIG=$work/client.json
+echo bench-pw | "$bin/cubby" login --server "http://$(sed -n 's/^cubby-server listening on //p' "$work/server.out")" --username bench --password-stdin 2>/dev/null
+
+mount_cubby() {
+  "$bin/cubby" mount "$mnt" --staging-dir "$work/staging" --cache-dir "$work/cache" >>"$work/mount.log" 2>&1 &
+  mount_pid=$!
+  for _ in $(seq 200); do awk -v d="$mnt" '$2 == d { f = 1 } END { exit !f }' /proc/mounts && return; sleep 0.05; done
+  echo "mount failed" >&2; exit 1
+}
+unmount_cubby() {
+  fusermount3 -u "$mnt"
+  wait "$mount_pid" 2>/dev/null || true
+  mount_pid=
+}
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+row() { # row NAME LOCAL_SECONDS MOUNT_SECONDS [higher-is-better-unit-amount]
+  python3 - "$@" <<'PY'
+import sys
+name, local, mount = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+ratio = local / mount if mount else float("inf")
+print(f"{name:<28} local {local:8.3f} s   mount {mount:8.3f} s   mount speed {ratio:6.3f}x local")
+PY
+}
+
+echo "preparing: ${size_mib} MiB random file in /dev/shm, ${small_files} small files"
+head -c "$((size_mib << 20))" /dev/urandom >/dev/shm/cubby-bench-src
+python3 - "$work/small" "$small_files" <<'PY'
+import os, random, sys
+root, count = sys.argv[1], int(sys.argv[2])
+random.seed(7)
+for i in range(count):
+    d = os.path.join(root, f"d{i % 30:02d}", f"e{i % 7}")
+    os.makedirs(d, exist_ok=True)
+    size = max(1, int(random.lognormvariate(8.3, 0.8)))  # median about 4 KiB
+    with open(os.path.join(d, f"f{i:05d}"), "wb") as f:
+        f.write(os.urandom(size))
+PY
+tar cf "$work/small.tar" -C "$work" small
+mount_cubby
+
+bench() { # bench LABEL DIR -> sets t_<label>
+  local dir=$1 t0 t1
+  t0=$(now); dd if=/dev/shm/cubby-bench-src of="$dir/big" bs=1M conv=fsync status=none; t1=$(now); w=$(secs "$t0" "$t1")
+  if [ "$dir" = "$mnt" ]; then unmount_cubby; rm -rf "$work/cache"; drop_caches; mount_cubby; else drop_caches; fi
+  t0=$(now); dd if="$dir/big" of=/dev/null bs=1M status=none; t1=$(now); cold=$(secs "$t0" "$t1")
+  drop_caches
+  t0=$(now); dd if="$dir/big" of=/dev/null bs=1M status=none; t1=$(now); warm=$(secs "$t0" "$t1")
+  t0=$(now); dd if="$dir/big" of=/dev/null bs=1M status=none; t1=$(now); reread=$(secs "$t0" "$t1")
+  t0=$(now); tar xf "$work/small.tar" -C "$dir"; sync; t1=$(now); untar=$(secs "$t0" "$t1")
+  if [ "$dir" = "$mnt" ]; then unmount_cubby; drop_caches; mount_cubby; else drop_caches; fi
+  t0=$(now); ls -lR "$dir/small" >/dev/null; t1=$(now); lscold=$(secs "$t0" "$t1")
+  t0=$(now); ls -lR "$dir/small" >/dev/null; t1=$(now); lswarm=$(secs "$t0" "$t1")
+  t0=$(now); find "$dir/small" -type f -exec cat {} + >/dev/null; t1=$(now); readall=$(secs "$t0" "$t1")
+  t0=$(now); rm -r "$dir/small"; t1=$(now); delete=$(secs "$t0" "$t1")
+  echo "$w $cold $warm $reread $untar $lscold $lswarm $readall $delete"
+}
+
+echo "running on the local directory..."
+read -r lw lc lwa lr lu llc llw lra ld < <(bench "$work/local")
+echo "running on the mount..."
+read -r mw mc mwa mr mu mlc mlw mra md < <(bench "$mnt")
+
+# Small edits of the large file on the mount: bytes the server received for them.
+sent() { # bytes of the last upload = size - reused, from the server's log
+  python3 - "$work/server.log" <<'PY'
+import re, sys
+lines = [l for l in open(sys.argv[1]) if "upload begun" in l]
+last = lines[-1]
+reused = int(re.search(r"reused_bytes\D*(\d+)", last).group(1))
+print(reused)
+PY
+}
+t0=$(now); printf 'X' | dd of="$mnt/big" bs=1 seek=$((size_mib << 19)) conv=notrunc status=none; t1=$(now)
+overwrite_t=$(secs "$t0" "$t1"); overwrite_reused=$(sent)
+t0=$(now); { printf 'Y'; cat /dev/shm/cubby-bench-src; } >"$work/inserted"; t1=$(now)
+t0=$(now); cp "$work/inserted" "$mnt/big"; t1=$(now)
+insert_t=$(secs "$t0" "$t1"); insert_reused=$(sent)
+size_bytes=$((size_mib << 20))
+
+echo
+echo "== $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB, $(df -h "$repo/target" | awk 'NR==2 {print $1}'); ${size_mib} MiB file, ${small_files} small files"
+row "sequential write + fsync" "$lw" "$mw"
+row "cold read" "$lc" "$mc"
+row "warm read (chunk cache)" "$lwa" "$mwa"
+row "re-read (page cache)" "$lr" "$mr"
+row "untar small files" "$lu" "$mu"
+row "ls -lR cold" "$llc" "$mlc"
+row "ls -lR warm" "$llw" "$mlw"
+row "read all small files" "$lra" "$mra"
+row "delete small files" "$ld" "$md"
+echo "1-byte overwrite (middle)    committed in ${overwrite_t} s, server received $((size_bytes - overwrite_reused)) bytes"
+echo "1-byte insert (start)        committed in ${insert_t} s, server received $((size_bytes + 1 - insert_reused)) bytes"
+daemon=$(pgrep -f "cubby mount $mnt" | head -n 1)
+echo "daemon peak RSS              $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$daemon/status") (the last mount)"
+echo "server peak RSS              $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$server_pid/status")"
