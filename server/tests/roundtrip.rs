@@ -171,3 +171,45 @@ async fn identical_content_is_stored_once() {
     alice.upload("/b", &data, None).await;
     assert_eq!(server.blob_files().len(), blobs);
 }
+
+#[tokio::test]
+async fn upload_by_file_id_follows_the_file_wherever_it_is() {
+    use reqwest::multipart::{Form, Part};
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    let first = alice.upload("/a/doc", b"one", None).await;
+    alice
+        .post("/move")
+        .json(&serde_json::json!({"from": "/a/doc", "to": "/b"}))
+        .send()
+        .await
+        .unwrap();
+    let form = |base: &str, data: &'static [u8]| {
+        Form::new()
+            .text("file_id", first.file_id.to_string())
+            .text("base_version", base.to_owned())
+            .part("file", Part::bytes(data))
+    };
+    let stale = alice
+        .post("/upload")
+        .multipart(form("0", b"x"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(stale, StatusCode::CONFLICT, ErrorCode::VersionConflict).await;
+    let ok = alice
+        .post("/upload")
+        .multipart(form("1", b"two"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(alice.stat_entry("/b").await.version, 2);
+    assert_eq!(alice.download(first.file_id).await, b"two");
+    let both = Form::new()
+        .text("path", "/c")
+        .text("file_id", first.file_id.to_string())
+        .part("file", Part::bytes(&b"x"[..]));
+    let response = alice.post("/upload").multipart(both).send().await.unwrap();
+    expect_error(response, StatusCode::BAD_REQUEST, ErrorCode::BadRequest).await;
+}

@@ -511,4 +511,27 @@ impl Remote {
             .await?;
         decode(response).await
     }
+
+    /// `POST /upload` of a small file's whole content as a new version of `file_id`, in
+    /// one request (the server chunks it).
+    pub async fn upload_version(
+        &self,
+        file_id: u64,
+        base_version: Option<u64>,
+        data: Vec<u8>,
+    ) -> Result<UploadResponse, RemoteError> {
+        let mut form = reqwest::multipart::Form::new().text("file_id", file_id.to_string());
+        if let Some(base) = base_version {
+            form = form.text("base_version", base.to_string());
+        }
+        form = form.part("file", reqwest::multipart::Part::bytes(data));
+        let response = self
+            .http
+            .post(self.url("/upload"))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await?;
+        decode(response).await
+    }
 }

@@ -42,7 +42,8 @@ async fn text_field(field: Field<'_>) -> Result<String, ApiError> {
     field.text().await.map_err(multipart_error)
 }
 
-/// `POST /upload`: multipart with `path`, `file` and optionally `base_version`.
+/// `POST /upload`: multipart with `path` (or `file_id`, for a new version of an existing
+/// file wherever it is), `file`, and optionally `base_version`.
 ///
 /// Sending `path` before `file` lets a bad path be refused before any byte is stored.
 pub async fn upload(
@@ -67,6 +68,7 @@ pub async fn upload(
         ))
     })?;
     let mut path: Option<RemotePath> = None;
+    let mut file_id: Option<u64> = None;
     let mut base_version: Option<u64> = None;
     let mut content: Option<NewContent> = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
@@ -82,6 +84,12 @@ pub async fn upload(
                     ));
                 }
                 path = Some(parsed);
+            }
+            "file_id" => {
+                let text = text_field(field).await?;
+                file_id = Some(text.trim().parse().map_err(|_| {
+                    ApiError::bad_request("file_id must be a non-negative integer")
+                })?);
             }
             "base_version" => {
                 let text = text_field(field).await?;
@@ -104,12 +112,19 @@ pub async fn upload(
             }
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unexpected part '{other}': expected 'path', 'file', 'base_version'"
+                    "unexpected part '{other}': expected 'path', 'file_id', 'file', 'base_version'"
                 )));
             }
         }
     }
-    let path = path.ok_or_else(|| ApiError::bad_request("missing part 'path'"))?;
+    let location = match (path, file_id) {
+        (Some(path), None) => Location::Path(path),
+        (None, Some(id)) => Location::Entry(EntryId(id)),
+        (None, None) => return Err(ApiError::bad_request("missing part 'path' (or 'file_id')")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give 'path' or 'file_id', not both"));
+        }
+    };
     let content = content.ok_or_else(|| ApiError::bad_request("missing part 'file'"))?;
     let (size, hash) = (content.size, content.hash);
     let entry = state
@@ -117,7 +132,7 @@ pub async fn upload(
         .commit(
             user.id,
             CommitRequest {
-                location: Location::Path(path.clone()),
+                location: location.clone(),
                 base_version: super::base_version(&headers, base_version)?,
                 create_parents: true,
                 content,
@@ -127,7 +142,14 @@ pub async fn upload(
             state.presence(),
         )
         .await?;
-    tracing::info!(user = user.id.0, %path, file_id = entry.id, version = entry.version, size, "upload");
+    tracing::info!(
+        user = user.id.0,
+        ?location,
+        file_id = entry.id,
+        version = entry.version,
+        size,
+        "upload"
+    );
     Ok(Json(UploadResponse {
         file_id: entry.id,
         version: entry.version,
