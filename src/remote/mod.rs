@@ -86,6 +86,15 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, R
     Err(error_from(status, &bytes))
 }
 
+/// Success, or the error the server sent.
+async fn expect_success(response: reqwest::Response) -> Result<(), RemoteError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    Err(error_from(status, &response.bytes().await?))
+}
+
 fn error_from(status: StatusCode, bytes: &[u8]) -> RemoteError {
     match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(body) => RemoteError::Api { status, body },
@@ -110,6 +119,33 @@ impl Remote {
         format!("{}{path}", self.base)
     }
 
+    /// An authenticated request to a path of the API.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, RemoteError> {
+        decode(request.send().await?).await
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
+        self.call(self.request(reqwest::Method::GET, path)).await
+    }
+
+    async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, RemoteError> {
+        self.call(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
     /// `POST /auth/login`.
     pub async fn login(
         base: &str,
@@ -126,18 +162,37 @@ impl Remote {
 
     /// `GET /stat?path=`; `None` when nothing is there.
     pub async fn stat(&self, path: &RemotePath) -> Result<Option<Entry>, RemoteError> {
-        let response = self
-            .http
-            .get(self.url("/stat"))
-            .bearer_auth(&self.token)
-            .query(&[("path", path.to_string())])
-            .send()
-            .await?;
-        match decode(response).await {
+        let request = self
+            .request(reqwest::Method::GET, "/stat")
+            .query(&[("path", path.to_string())]);
+        match self.call(request).await {
             Ok(entry) => Ok(Some(entry)),
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /stat?path=/`: the user's root directory.
+    pub async fn root(&self) -> Result<Entry, RemoteError> {
+        self.call(
+            self.request(reqwest::Method::GET, "/stat")
+                .query(&[("path", "/")]),
+        )
+        .await
+    }
+
+    /// `GET /file/{id}`.
+    pub async fn entry(&self, id: u64) -> Result<Entry, RemoteError> {
+        self.get_json(&format!("/file/{id}")).await
+    }
+
+    /// `GET /list?id=`: the children of a directory.
+    pub async fn children(&self, dir: u64) -> Result<Vec<Entry>, RemoteError> {
+        let request = self
+            .request(reqwest::Method::GET, "/list")
+            .query(&[("id", dir)]);
+        let listing: cubby_proto::api::ListResponse = self.call(request).await?;
+        Ok(listing.children)
     }
 
     /// `POST /upload/begin`.
@@ -145,24 +200,12 @@ impl Remote {
         &self,
         request: &BeginUploadRequest,
     ) -> Result<BeginUploadResponse, RemoteError> {
-        let response = self
-            .http
-            .post(self.url("/upload/begin"))
-            .bearer_auth(&self.token)
-            .json(request)
-            .send()
-            .await?;
-        decode(response).await
+        self.post_json("/upload/begin", request).await
     }
 
-    /// `PUT` of one chunk to its signed URL.
+    /// `PUT` of one chunk to its signed URL (no token: the URL is the capability).
     pub async fn put_chunk(&self, url: &str, data: Bytes) -> Result<(), RemoteError> {
-        let response = self.http.put(self.url(url)).body(data).send().await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(error_from(status, &response.bytes().await?))
+        expect_success(self.http.put(self.url(url)).body(data).send().await?).await
     }
 
     /// `POST /upload/complete`.
@@ -170,14 +213,27 @@ impl Remote {
         let request = CompleteUploadRequest {
             upload_id: upload_id.into(),
         };
-        let response = self
-            .http
-            .post(self.url("/upload/complete"))
-            .bearer_auth(&self.token)
-            .json(&request)
-            .send()
-            .await?;
-        decode(response).await
+        self.post_json("/upload/complete", &request).await
+    }
+
+    /// `POST /upload` of a small file's whole content as a new version of `file_id`, in
+    /// one request (the server chunks it).
+    pub async fn upload_version(
+        &self,
+        file_id: u64,
+        base_version: Option<u64>,
+        data: Vec<u8>,
+    ) -> Result<UploadResponse, RemoteError> {
+        let mut form = reqwest::multipart::Form::new().text("file_id", file_id.to_string());
+        if let Some(base) = base_version {
+            form = form.text("base_version", base.to_string());
+        }
+        form = form.part("file", reqwest::multipart::Part::bytes(data));
+        self.call(
+            self.request(reqwest::Method::POST, "/upload")
+                .multipart(form),
+        )
+        .await
     }
 
     /// `GET /file/{id}/chunks`.
@@ -186,14 +242,11 @@ impl Remote {
         file_id: u64,
         version: Option<u64>,
     ) -> Result<FileManifest, RemoteError> {
-        let mut request = self
-            .http
-            .get(self.url(&format!("/file/{file_id}/chunks")))
-            .bearer_auth(&self.token);
+        let mut request = self.request(reqwest::Method::GET, &format!("/file/{file_id}/chunks"));
         if let Some(version) = version {
             request = request.query(&[("version", version)]);
         }
-        decode(request.send().await?).await
+        self.call(request).await
     }
 
     /// `GET` of one chunk from its signed URL.
@@ -210,8 +263,7 @@ impl Remote {
 
     /// `GET /file/{id}/versions`.
     pub async fn versions(&self, file_id: u64) -> Result<VersionsResponse, RemoteError> {
-        let url = self.url(&format!("/file/{file_id}/versions"));
-        decode(self.http.get(url).bearer_auth(&self.token).send().await?).await
+        self.get_json(&format!("/file/{file_id}/versions")).await
     }
 
     /// `POST /file/{id}/restore`.
@@ -221,20 +273,12 @@ impl Remote {
         version: u64,
         base_version: Option<u64>,
     ) -> Result<Entry, RemoteError> {
-        let url = self.url(&format!("/file/{file_id}/restore"));
         let body = RestoreRequest {
             version,
             base_version,
         };
-        decode(
-            self.http
-                .post(url)
-                .bearer_auth(&self.token)
-                .json(&body)
-                .send()
-                .await?,
-        )
-        .await
+        self.post_json(&format!("/file/{file_id}/restore"), &body)
+            .await
     }
 
     /// `POST /delete`: to the trash.
@@ -244,26 +288,20 @@ impl Remote {
         recursive: bool,
     ) -> Result<DeleteResponse, RemoteError> {
         let body = serde_json::json!({"path": path.to_string(), "recursive": recursive});
-        let response = self
-            .http
-            .post(self.url("/delete"))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        decode(response).await
+        self.post_json("/delete", &body).await
+    }
+
+    /// `DELETE /file/{id}`: to the trash.
+    pub async fn delete_id(&self, id: u64, recursive: bool) -> Result<DeleteResponse, RemoteError> {
+        let request = self
+            .request(reqwest::Method::DELETE, &format!("/file/{id}"))
+            .query(&[("recursive", recursive)]);
+        self.call(request).await
     }
 
     /// `GET /trash`.
     pub async fn trash(&self) -> Result<TrashResponse, RemoteError> {
-        decode(
-            self.http
-                .get(self.url("/trash"))
-                .bearer_auth(&self.token)
-                .send()
-                .await?,
-        )
-        .await
+        self.get_json("/trash").await
     }
 
     /// `POST /trash/restore`.
@@ -276,58 +314,21 @@ impl Remote {
             id,
             to: to.map(|p| p.to_string()),
         };
-        let response = self
-            .http
-            .post(self.url("/trash/restore"))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        decode(response).await
+        self.post_json("/trash/restore", &body).await
     }
 
-    /// `GET /file/{id}`.
-    pub async fn entry(&self, id: u64) -> Result<Entry, RemoteError> {
-        let url = self.url(&format!("/file/{id}"));
-        decode(self.http.get(url).bearer_auth(&self.token).send().await?).await
-    }
-
-    /// `GET /stat?path=/`: the user's root directory.
-    pub async fn root(&self) -> Result<Entry, RemoteError> {
-        let response = self
-            .http
-            .get(self.url("/stat"))
-            .bearer_auth(&self.token)
-            .query(&[("path", "/")])
-            .send()
-            .await?;
-        decode(response).await
-    }
-
-    /// `GET /list?id=`: the children of a directory.
-    pub async fn children(&self, dir: u64) -> Result<Vec<Entry>, RemoteError> {
-        let response = self
-            .http
-            .get(self.url("/list"))
-            .bearer_auth(&self.token)
-            .query(&[("id", dir)])
-            .send()
-            .await?;
-        let listing: cubby_proto::api::ListResponse = decode(response).await?;
-        Ok(listing.children)
+    /// `POST /create`: an empty file, in one request.
+    pub async fn create(
+        &self,
+        request: &cubby_proto::api::CreateRequest,
+    ) -> Result<Entry, RemoteError> {
+        self.post_json("/create", request).await
     }
 
     /// `POST /mkdir` by parent id and name.
     pub async fn mkdir_in(&self, parent: u64, name: &str, mode: u32) -> Result<Entry, RemoteError> {
         let body = serde_json::json!({"parent_id": parent, "name": name, "mode": mode});
-        let response = self
-            .http
-            .post(self.url("/mkdir"))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        decode(response).await
+        self.post_json("/mkdir", &body).await
     }
 
     /// `POST /symlink` by parent id and name.
@@ -338,14 +339,15 @@ impl Remote {
         target: &str,
     ) -> Result<Entry, RemoteError> {
         let body = serde_json::json!({"parent_id": parent, "name": name, "target": target});
-        let response = self
-            .http
-            .post(self.url("/symlink"))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        decode(response).await
+        self.post_json("/symlink", &body).await
+    }
+
+    /// `POST /mknod`.
+    pub async fn mknod(
+        &self,
+        request: &cubby_proto::api::MknodRequest,
+    ) -> Result<Entry, RemoteError> {
+        self.post_json("/mknod", request).await
     }
 
     /// `POST /move` of entry `id` to `name` inside `parent`.
@@ -359,27 +361,7 @@ impl Remote {
         let body = serde_json::json!({
             "id": id, "to_parent_id": parent, "to_name": name, "replace": replace
         });
-        let response = self
-            .http
-            .post(self.url("/move"))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        decode(response).await
-    }
-
-    /// `DELETE /file/{id}`: to the trash.
-    pub async fn delete_id(&self, id: u64, recursive: bool) -> Result<DeleteResponse, RemoteError> {
-        let url = self.url(&format!("/file/{id}"));
-        let response = self
-            .http
-            .delete(url)
-            .bearer_auth(&self.token)
-            .query(&[("recursive", recursive)])
-            .send()
-            .await?;
-        decode(response).await
+        self.post_json("/move", &body).await
     }
 
     /// `POST /file/{id}/attrs`.
@@ -388,33 +370,10 @@ impl Remote {
         id: u64,
         attrs: &cubby_proto::api::AttrsRequest,
     ) -> Result<Entry, RemoteError> {
-        let url = self.url(&format!("/file/{id}/attrs"));
-        decode(
-            self.http
-                .post(url)
-                .bearer_auth(&self.token)
-                .json(attrs)
-                .send()
-                .await?,
-        )
-        .await
+        self.post_json(&format!("/file/{id}/attrs"), attrs).await
     }
 
-    /// `POST /mknod`.
-    pub async fn mknod(
-        &self,
-        request: &cubby_proto::api::MknodRequest,
-    ) -> Result<Entry, RemoteError> {
-        let response = self
-            .http
-            .post(self.url("/mknod"))
-            .bearer_auth(&self.token)
-            .json(request)
-            .send()
-            .await?;
-        decode(response).await
-    }
-
+    /// The URL of an entry's attributes, or of one of them (the name percent-encoded).
     fn xattr_url(&self, id: u64, name: Option<&str>) -> Result<reqwest::Url, RemoteError> {
         let mut url = reqwest::Url::parse(&self.url(&format!("/file/{id}/xattrs")))
             .map_err(|e| RemoteError::Protocol(e.to_string()))?;
@@ -433,8 +392,9 @@ impl Remote {
             names: Vec<String>,
         }
         let url = self.xattr_url(id, None)?;
-        let names: Names =
-            decode(self.http.get(url).bearer_auth(&self.token).send().await?).await?;
+        let names: Names = self
+            .call(self.http.get(url).bearer_auth(&self.token))
+            .await?;
         Ok(names.names)
     }
 
@@ -444,16 +404,16 @@ impl Remote {
         let response = self.http.get(url).bearer_auth(&self.token).send().await?;
         let status = response.status();
         let bytes = response.bytes().await?;
-        match status {
-            s if s.is_success() => Ok(Some(bytes)),
-            _ => match error_from(status, &bytes) {
-                e if e.code() == Some(ErrorCode::NotFound) && status == StatusCode::NOT_FOUND => {
-                    // Either the attribute or the entry is missing; ask which.
-                    self.entry(id).await?;
-                    Ok(None)
-                }
-                e => Err(e),
-            },
+        if status.is_success() {
+            return Ok(Some(bytes));
+        }
+        match error_from(status, &bytes) {
+            e if e.code() == Some(ErrorCode::NotFound) => {
+                // Either the attribute or the entry is missing; ask which.
+                self.entry(id).await?;
+                Ok(None)
+            }
+            e => Err(e),
         }
     }
 
@@ -466,72 +426,25 @@ impl Remote {
         mode: &str,
     ) -> Result<(), RemoteError> {
         let url = self.xattr_url(id, Some(name))?;
-        let response = self
+        let request = self
             .http
             .put(url)
             .bearer_auth(&self.token)
             .query(&[("mode", mode)])
-            .body(value.to_vec())
-            .send()
-            .await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(error_from(status, &response.bytes().await?))
+            .body(value.to_vec());
+        expect_success(request.send().await?).await
     }
 
     /// `DELETE /file/{id}/xattrs/{name}`.
     pub async fn remove_xattr(&self, id: u64, name: &str) -> Result<(), RemoteError> {
         let url = self.xattr_url(id, Some(name))?;
-        let response = self
-            .http
-            .delete(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(error_from(status, &response.bytes().await?))
-    }
-
-    /// `POST /create`: an empty file, in one request.
-    pub async fn create(
-        &self,
-        request: &cubby_proto::api::CreateRequest,
-    ) -> Result<Entry, RemoteError> {
-        let response = self
-            .http
-            .post(self.url("/create"))
-            .bearer_auth(&self.token)
-            .json(request)
-            .send()
-            .await?;
-        decode(response).await
-    }
-
-    /// `POST /upload` of a small file's whole content as a new version of `file_id`, in
-    /// one request (the server chunks it).
-    pub async fn upload_version(
-        &self,
-        file_id: u64,
-        base_version: Option<u64>,
-        data: Vec<u8>,
-    ) -> Result<UploadResponse, RemoteError> {
-        let mut form = reqwest::multipart::Form::new().text("file_id", file_id.to_string());
-        if let Some(base) = base_version {
-            form = form.text("base_version", base.to_string());
-        }
-        form = form.part("file", reqwest::multipart::Part::bytes(data));
-        let response = self
-            .http
-            .post(self.url("/upload"))
-            .bearer_auth(&self.token)
-            .multipart(form)
-            .send()
-            .await?;
-        decode(response).await
+        expect_success(
+            self.http
+                .delete(url)
+                .bearer_auth(&self.token)
+                .send()
+                .await?,
+        )
+        .await
     }
 }
