@@ -396,3 +396,52 @@ print(",".join(sorted(os.listxattr("f"))))
         "user.cubby.hash,user.cubby.status,user.cubby.version,user.empty"
     );
 }
+
+#[test]
+fn a_write_the_server_missed_is_committed_by_the_next_mount() {
+    if !fuse_available("a_write_the_server_missed_is_committed_by_the_next_mount") {
+        return;
+    }
+    let mut setup = setup();
+    let mut mount = mount(&setup);
+    let path = mount.path().join("doc.txt");
+    fs::write(&path, "version one\n").unwrap();
+    let mut file = OpenOptions::new().write(true).open(&path).unwrap();
+    // The server goes away; the write is accepted locally, but cannot be committed.
+    setup.server.stop();
+    file.write_all(b"version two, written while the server was down\n")
+        .unwrap();
+    let err = file.sync_all().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    drop(file);
+    mount.stop();
+    let pending: Vec<_> = fs::read_dir(mount.staging_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        pending.iter().any(|n| n.ends_with(".pending")),
+        "{pending:?}"
+    );
+    // The server is back (on a new port); the next mount commits the staged write.
+    setup.server.resume();
+    let configs = setup.config.parent().unwrap().to_owned();
+    setup.config = cubby_login(Path::new(CUBBY), &setup.server, "alice", &configs);
+    mount.restart();
+    let out = tempfile::tempdir().unwrap();
+    let back = out.path().join("back");
+    let report = cli_json(
+        &setup,
+        &["download", "/doc.txt", back.to_str().unwrap(), "--json"],
+    );
+    // Version 1 is the empty file of `create`, 2 the first write, 3 the recovered one.
+    assert_eq!(report["version"], 3);
+    assert_eq!(
+        fs::read_to_string(&back).unwrap(),
+        "version two, written while the server was down\n"
+    );
+    assert!(
+        fs::read_dir(mount.staging_dir()).unwrap().next().is_none(),
+        "staging emptied"
+    );
+}

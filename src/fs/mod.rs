@@ -158,7 +158,7 @@ impl CubbyFs {
         let root = runtime.block_on(remote.root())?;
         let chunks = ChunkCache::open(&config.cache_dir, config.cache_bytes)?;
         let ttl = config.metadata_ttl;
-        Ok(Self {
+        let fs = Self {
             remote,
             runtime,
             root_id: root.id,
@@ -179,7 +179,49 @@ impl CubbyFs {
             next_handle: AtomicU64::new(1),
             cached_version: Mutex::new(HashMap::new()),
             config,
-        })
+        };
+        fs.recover_pending()?;
+        Ok(fs)
+    }
+
+    /// Commits what a previous run staged but could not commit (see [`staging`]).
+    fn recover_pending(&self) -> FsResult<()> {
+        for pending in staging::recover(&self.config.staging_dir)? {
+            let staging::PendingRecord {
+                target_id,
+                base_version,
+            } = pending.record;
+            let committed = self.block_on(transfer::commit_local(
+                &self.remote,
+                &pending.data,
+                &Target::File(target_id),
+                Some(base_version),
+            ));
+            let outcome = match committed {
+                Ok(report) => Ok(report),
+                Err(transfer::UploadError::Remote(error))
+                    if error.code() == Some(ErrorCode::VersionConflict) =>
+                {
+                    self.keep_conflicted_copy(target_id, &pending.data)
+                }
+                Err(error) => Err(error.into()),
+            };
+            match outcome {
+                Ok(report) => {
+                    tracing::info!(
+                        file = target_id,
+                        version = report.version,
+                        "recovered a staged write"
+                    );
+                    staging::finish(&pending);
+                }
+                // Kept on disk: the next mount tries again. Nothing is dropped.
+                Err(error) => {
+                    tracing::warn!(file = target_id, %error, "a staged write is still pending")
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &FsConfig {
@@ -798,6 +840,7 @@ impl CubbyFs {
             return Ok(());
         }
         staged.file.sync_all()?;
+        staged.record_pending(&state)?;
         let target = Target::File(state.target_id);
         let committed = self.block_on(transfer::commit_local(
             &self.remote,
@@ -810,7 +853,7 @@ impl CubbyFs {
             Err(transfer::UploadError::Remote(error))
                 if error.code() == Some(ErrorCode::VersionConflict) =>
             {
-                let copy = self.keep_conflicted_copy(state.target_id, staged)?;
+                let copy = self.keep_conflicted_copy(state.target_id, &staged.path)?;
                 tracing::warn!(
                     file = id,
                     copy = copy.file_id,
@@ -821,6 +864,7 @@ impl CubbyFs {
             }
             Err(error) => return Err(error.into()),
         };
+        staged.clear_pending();
         state.base_version = report.version;
         state.dirty = false;
         state.modified_ns = None;
@@ -830,19 +874,18 @@ impl CubbyFs {
         Ok(())
     }
 
-    fn keep_conflicted_copy(&self, id: u64, staged: &Staged) -> FsResult<transfer::UploadReport> {
+    fn keep_conflicted_copy(
+        &self,
+        id: u64,
+        content: &std::path::Path,
+    ) -> FsResult<transfer::UploadReport> {
         let current = self.fetch_entry(id)?;
         let parent = current.parent_id.ok_or(FsError::Invalid)?;
         let now = SystemTime::now();
         for attempt in 1..=20 {
             let name = conflicted_name(&current.name, &self.host, now, attempt);
             let target = Target::Child { parent, name };
-            match self.block_on(transfer::commit_local(
-                &self.remote,
-                &staged.path,
-                &target,
-                None,
-            )) {
+            match self.block_on(transfer::commit_local(&self.remote, content, &target, None)) {
                 Ok(report) => {
                     self.forget(report.file_id, Some(parent));
                     return Ok(report);

@@ -3,7 +3,12 @@
 //! staging file is removed only after its content is committed.
 //!
 //! One staging file per file being written (shared by every handle open on it), named
-//! `<entry id>-<random>`. Lock order: the map of staged files, then one file's state;
+//! `<entry id>-<random>`. Before a commit is attempted, the staged file is fsynced and a
+//! record `<name>.pending` (JSON: the target entry and base version, written to a temp
+//! file, fsynced, renamed) says it must reach the server; the record goes once the
+//! server has committed. When a mount starts, every pending record is committed again
+//! (a stale base becomes a conflicted copy) and staging files without a record, clean
+//! copies of a daemon that stopped, are removed. Lock order: the map of staged files, then one file's state;
 //! neither is held while waiting on the network except a file's own state during its
 //! commit, which serialises commits of that file.
 
@@ -24,6 +29,65 @@ pub struct StagedState {
     pub dirty: bool,
     /// When the content last changed locally (Unix nanoseconds), while not committed.
     pub modified_ns: Option<i64>,
+}
+
+/// What a pending record holds.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct PendingRecord {
+    pub target_id: u64,
+    pub base_version: u64,
+}
+
+/// A staged file a previous run could not commit.
+#[derive(Debug)]
+pub struct Pending {
+    pub data: PathBuf,
+    pub record: PendingRecord,
+}
+
+fn record_path(data: &Path) -> PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".pending");
+    PathBuf::from(name)
+}
+
+/// The pending records in `dir`; clean staging files (no record) are removed.
+pub fn recover(dir: &Path) -> std::io::Result<Vec<Pending>> {
+    let mut pending = Vec::new();
+    let mut data_files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("pending") => {
+                let data = path.with_extension("");
+                match std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                {
+                    Some(record) if data.exists() => pending.push(Pending { data, record }),
+                    _ => {
+                        tracing::warn!(record = %path.display(), "unreadable pending record");
+                    }
+                }
+            }
+            Some("tmp") => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => data_files.push(path),
+        }
+    }
+    for data in data_files {
+        if !record_path(&data).exists() {
+            let _ = std::fs::remove_file(&data);
+        }
+    }
+    Ok(pending)
+}
+
+/// Removes a recovered file and its record (after the server committed it).
+pub fn finish(pending: &Pending) {
+    let _ = std::fs::remove_file(record_path(&pending.data));
+    let _ = std::fs::remove_file(&pending.data);
 }
 
 /// One file's staged content.
@@ -110,8 +174,32 @@ impl Staged {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Records, durably, that this content must reach the server (see the module docs).
+    pub fn record_pending(&self, state: &StagedState) -> std::io::Result<()> {
+        let record = PendingRecord {
+            target_id: state.target_id,
+            base_version: state.base_version,
+        };
+        let path = record_path(&self.path);
+        let tmp = path.with_extension("tmp");
+        let mut file = File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &serde_json::to_vec(&record)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The server has the content: the record is no longer needed.
+    pub fn clear_pending(&self) {
+        let _ = std::fs::remove_file(record_path(&self.path));
+    }
+
     /// Removes the staging file (after its content is committed).
     pub fn discard(&self) {
+        self.clear_pending();
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -112,6 +112,12 @@ impl TestServer {
         }
     }
 
+    /// Starts a stopped server again on the same data directory (a new port).
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        self.spawn();
+    }
+
     /// Stops and starts the server on the same data directory (a new port).
     pub fn restart(&mut self) {
         self.stop();
