@@ -445,3 +445,27 @@ fn a_write_the_server_missed_is_committed_by_the_next_mount() {
         "staging emptied"
     );
 }
+
+#[test]
+fn close_to_open_between_mounts() {
+    if !fuse_available("close_to_open_between_mounts") {
+        return;
+    }
+    let setup = setup();
+    let a = mount(&setup);
+    let b = mount(&setup);
+    fs::write(a.path().join("shared"), "one").unwrap();
+    assert_eq!(fs::read_to_string(b.path().join("shared")).unwrap(), "one");
+    // A handle opened on B before A's next commit keeps reading the version it opened.
+    let mut pinned = fs::File::open(b.path().join("shared")).unwrap();
+    fs::write(a.path().join("shared"), "two!").unwrap();
+    let mut old = String::new();
+    pinned.read_to_string(&mut old).unwrap();
+    assert_eq!(old, "one");
+    // A new open on B sees what A closed, whatever B's kernel had cached.
+    assert_eq!(fs::read_to_string(b.path().join("shared")).unwrap(), "two!");
+    // Deleting through a mount moves the file to the trash.
+    fs::remove_file(b.path().join("shared")).unwrap();
+    let trash = cli_json(&setup, &["trash", "--json"]);
+    assert_eq!(trash["items"][0]["path"], "/shared");
+}

@@ -35,8 +35,21 @@ fn owner(req: &Request) -> Owner {
     }
 }
 
-/// How long the kernel may trust attributes and names before asking again.
+/// How long the kernel may trust names, and the attributes of directories and links,
+/// before asking again.
 const KERNEL_TTL: Duration = Duration::from_secs(1);
+
+/// How long the kernel may trust a file's attributes: not at all. A file's size can
+/// change on another mount, and the kernel cuts reads at the size it holds; with no
+/// trust it asks (the daemon answers from its own cache, refreshed by every open), so a
+/// new open always reads the whole of the newest version.
+fn attr_ttl(entry: &Entry) -> Duration {
+    if entry.kind == EntryKind::File {
+        Duration::ZERO
+    } else {
+        KERNEL_TTL
+    }
+}
 /// Preferred I/O size reported to applications.
 const BLOCK_SIZE: u32 = 128 * 1024;
 
@@ -53,7 +66,12 @@ impl FuseAdapter {
 
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Entry, FsError>) {
         match result {
-            Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
+            Ok(entry) => reply.entry_with_ttls(
+                &attr_ttl(&entry),
+                &KERNEL_TTL,
+                &self.attr(&entry),
+                Generation(0),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -146,7 +164,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(entry) => reply.attr(&KERNEL_TTL, &self.attr(&entry)),
+            Ok(entry) => reply.attr(&attr_ttl(&entry), &self.attr(&entry)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -177,7 +195,7 @@ impl Filesystem for FuseAdapter {
             size,
             (atime.map(time_of), mtime.map(time_of)),
         ) {
-            Ok(entry) => reply.attr(&KERNEL_TTL, &self.attr(&entry)),
+            Ok(entry) => reply.attr(&attr_ttl(&entry), &self.attr(&entry)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -221,7 +239,12 @@ impl Filesystem for FuseAdapter {
                 }),
         };
         match created {
-            Ok(entry) => reply.entry(&KERNEL_TTL, &self.attr(&entry), Generation(0)),
+            Ok(entry) => reply.entry_with_ttls(
+                &attr_ttl(&entry),
+                &KERNEL_TTL,
+                &self.attr(&entry),
+                Generation(0),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -328,7 +351,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.create(parent.0, name, mode, owner(req)) {
             Ok((entry, fh)) => reply.created(
-                &KERNEL_TTL,
+                &attr_ttl(&entry),
                 &self.attr(&entry),
                 Generation(0),
                 FileHandle(fh),
@@ -450,7 +473,7 @@ impl Filesystem for FuseAdapter {
         for (index, (name, entry)) in listing.iter().enumerate().skip(offset as usize) {
             let attr = self.attr(entry);
             let next = (index + 1) as u64;
-            if reply.add(attr.ino, next, name, &KERNEL_TTL, &attr, Generation(0)) {
+            if reply.add(attr.ino, next, name, &attr_ttl(entry), &attr, Generation(0)) {
                 break;
             }
         }
