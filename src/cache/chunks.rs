@@ -114,7 +114,7 @@ impl ChunkCache {
             std::fs::create_dir_all(dir)?;
             let mut random = [0u8; 8];
             getrandom::fill(&mut random).map_err(std::io::Error::other)?;
-            let tmp = dir.join(format!(".tmp-{}", hex_of(&random)));
+            let tmp = dir.join(format!(".tmp-{}", hex::encode(random)));
             std::fs::write(&tmp, data)?;
             std::fs::rename(&tmp, &path)
         })();
@@ -123,14 +123,4 @@ impl ChunkCache {
             Err(error) => tracing::debug!(%error, "chunk cache write failed"),
         }
     }
-
-    /// Bytes currently held (approximate; eviction is asynchronous).
-    pub fn weighted_size(&self) -> u64 {
-        self.index.run_pending_tasks();
-        self.index.weighted_size()
-    }
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -103,8 +103,7 @@ impl Staged {
     pub fn create(dir: &Path, id: u64, base_version: u64) -> std::io::Result<Self> {
         let mut random = [0u8; 6];
         getrandom::fill(&mut random).map_err(std::io::Error::other)?;
-        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!("{id}-{suffix}"));
+        let path = dir.join(format!("{id}-{}", hex::encode(random)));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

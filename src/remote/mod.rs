@@ -111,10 +111,6 @@ impl Remote {
         }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
