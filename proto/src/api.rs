@@ -356,3 +356,41 @@ pub struct CreateRequest {
     #[serde(default)]
     pub gid: Option<u32>,
 }
+
+// The change feed.
+
+/// One change to a user's tree, as `GET /changes` reports it. Any change to an entry
+/// appears: creation, a new version, a move or rename, deletion to the trash, restore
+/// from the trash, attributes and extended attributes. A change names the entry, not
+/// what happened: a client that caches the entry, its parent's listing, or (for a
+/// move) the old parent's listing drops them and asks again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Position in the feed: increasing, not dense (other users' changes take numbers).
+    pub seq: u64,
+    pub entry_id: u64,
+    /// The entry's directory after the change (`None` only for the root).
+    pub parent_id: Option<u64>,
+    /// The entry's name after the change.
+    pub name: String,
+    /// On a move or rename: the directory it left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_parent_id: Option<u64>,
+    /// On a move or rename: the name it had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_name: Option<String>,
+}
+
+/// Answer to `GET /changes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesResponse {
+    /// The cursor to ask from next time.
+    pub cursor: u64,
+    /// Changes after the cursor asked from, oldest first (a bounded batch: when it is
+    /// not empty, ask again at once for more).
+    pub changes: Vec<Change>,
+    /// The cursor asked from is too old (its changes were pruned) or unknown: drop
+    /// every cache and carry on from `cursor`.
+    #[serde(default)]
+    pub reset: bool,
+}
