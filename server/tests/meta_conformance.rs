@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use cubby_proto::api::EntryKind;
+use cubby_proto::api::{Change, EntryKind};
 use cubby_proto::{ContentHash, RemotePath};
 use cubby_server::meta::{
-    AttrChange, ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore,
-    NewContent, RetentionPolicy, RetentionReport, SqliteMetaStore, UploadSession, UserId,
+    AttrChange, ChangeBatch, ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError,
+    MetaStore, NewContent, RetentionPolicy, RetentionReport, SqliteMetaStore, UploadSession,
+    UserId, XattrMode,
 };
 
 fn path(p: &str) -> Location {
@@ -850,6 +851,186 @@ async fn attributes_and_special_entries(store: Arc<dyn MetaStore>) {
     ));
 }
 
+/// Every change after `cursor`, read in batches of two; moves `cursor` past them.
+async fn changes_after(store: &Arc<dyn MetaStore>, user: UserId, cursor: &mut u64) -> Vec<Change> {
+    let mut out = Vec::new();
+    loop {
+        let batch = store.changes_since(user, *cursor, 2).await.unwrap();
+        assert!(!batch.reset);
+        assert!(batch.changes.len() <= 2, "the limit holds");
+        let Some(last) = batch.changes.last() else {
+            assert_eq!(batch.latest, *cursor, "nothing after the newest change");
+            return out;
+        };
+        assert!(batch.changes.iter().all(|c| c.seq > *cursor));
+        *cursor = last.seq;
+        out.extend(batch.changes);
+    }
+}
+
+/// A change of `entry` to `parent`/`name` (and, for a move, from `old`).
+fn change_of(
+    entry: u64,
+    parent: u64,
+    name: &str,
+    old: Option<(u64, &str)>,
+) -> impl Fn(&Change) -> bool {
+    let name = name.to_owned();
+    let old = old.map(|(p, n)| (p, n.to_owned()));
+    move |c: &Change| {
+        c.entry_id == entry
+            && c.parent_id == Some(parent)
+            && c.name == name
+            && c.old_parent_id == old.as_ref().map(|o| o.0)
+            && c.old_name == old.as_ref().map(|o| o.1.clone())
+    }
+}
+
+async fn change_feed(store: Arc<dyn MetaStore>) {
+    let a = store.create_user("a", "h").await.unwrap();
+    let b = store.create_user("b", "h").await.unwrap();
+    let start = store.latest_change(a).await.unwrap();
+    assert!(start > 0, "a new user's root is a change");
+    let b_start = store.latest_change(b).await.unwrap();
+    assert_eq!(
+        store.changes_since(a, start, 100).await.unwrap(),
+        ChangeBatch {
+            changes: vec![],
+            latest: start,
+            reset: false
+        }
+    );
+    let root = store.resolve(a, &path("/")).await.unwrap().id;
+    let mut cursor = start;
+
+    let dir = store.mkdir(a, &path("/d"), false, 0o755).await.unwrap().id;
+    let seen = changes_after(&store, a, &mut cursor).await;
+    assert!(seen.iter().any(change_of(dir, root, "d", None)), "{seen:?}");
+
+    let file = store
+        .commit(a, commit("/d/f", None, b"1"), all())
+        .await
+        .unwrap()
+        .id;
+    let seen = changes_after(&store, a, &mut cursor).await;
+    assert!(seen.iter().any(change_of(file, dir, "f", None)), "{seen:?}");
+
+    store
+        .commit(a, commit("/d/f", Some(1), b"2"), all())
+        .await
+        .unwrap();
+    let seen = changes_after(&store, a, &mut cursor).await;
+    assert!(seen.iter().any(change_of(file, dir, "f", None)), "{seen:?}");
+
+    store
+        .rename(a, EntryId(file), &path("/g"), false, None)
+        .await
+        .unwrap();
+    let seen = changes_after(&store, a, &mut cursor).await;
+    let moved = change_of(file, root, "g", Some((dir, "f")));
+    assert_eq!(seen.iter().filter(|c| moved(c)).count(), 1, "{seen:?}");
+    // Both directories changed too (their times).
+    assert!(seen.iter().any(|c| c.entry_id == dir));
+    assert!(seen.iter().any(|c| c.entry_id == root));
+
+    let mode = AttrChange {
+        mode: Some(0o600),
+        ..AttrChange::default()
+    };
+    store.set_attrs(a, EntryId(file), mode).await.unwrap();
+    let seen = changes_after(&store, a, &mut cursor).await;
+    assert!(
+        seen.iter().any(change_of(file, root, "g", None)),
+        "{seen:?}"
+    );
+
+    store
+        .set_xattr(a, EntryId(file), "user.k", b"v", XattrMode::Any)
+        .await
+        .unwrap();
+    let seen = changes_after(&store, a, &mut cursor).await;
+    assert!(
+        seen.iter().any(change_of(file, root, "g", None)),
+        "{seen:?}"
+    );
+    store
+        .remove_xattr(a, EntryId(file), "user.k")
+        .await
+        .unwrap();
+    let seen = changes_after(&store, a, &mut cursor).await;
+    assert!(
+        seen.iter().any(change_of(file, root, "g", None)),
+        "{seen:?}"
+    );
+
+    store.delete(a, EntryId(file), false, None).await.unwrap();
+    let seen = changes_after(&store, a, &mut cursor).await;
+    assert!(
+        seen.iter().any(change_of(file, root, "g", None)),
+        "{seen:?}"
+    );
+
+    store.restore_trash(a, EntryId(file), None).await.unwrap();
+    let seen = changes_after(&store, a, &mut cursor).await;
+    assert!(
+        seen.iter().any(change_of(file, root, "g", None)),
+        "{seen:?}"
+    );
+    // Restoring where it was is no move.
+    assert!(seen.iter().all(|c| c.old_parent_id.is_none()), "{seen:?}");
+    assert_eq!(store.latest_change(a).await.unwrap(), cursor);
+
+    // Failed writes change nothing.
+    assert!(store.mkdir(a, &path("/d"), false, 0o755).await.is_err());
+    assert!(changes_after(&store, a, &mut cursor).await.is_empty());
+
+    // Nothing of a's reaches b.
+    let mut b_cursor = b_start;
+    assert!(changes_after(&store, b, &mut b_cursor).await.is_empty());
+    assert_eq!(store.latest_change(b).await.unwrap(), b_start);
+    let b_root = store.resolve(b, &path("/")).await.unwrap().id;
+    let mut b_cursor = 0;
+    let all_of_b = changes_after(&store, b, &mut b_cursor).await;
+    assert!(!all_of_b.is_empty());
+    assert!(
+        all_of_b.iter().all(|c| c.entry_id == b_root),
+        "{all_of_b:?}"
+    );
+
+    // A cursor from elsewhere (newer than anything of the user's) resets.
+    for unknown in [cursor + 1000, u64::MAX] {
+        let batch = store.changes_since(a, unknown, 10).await.unwrap();
+        assert!(batch.reset && batch.changes.is_empty());
+        assert_eq!(batch.latest, cursor);
+    }
+
+    // Pruning: nothing is older than the epoch; everything is older than the future.
+    assert_eq!(store.prune_changes(0).await.unwrap(), 0);
+    assert!(store.prune_changes(hours_from_now(1)).await.unwrap() > 0);
+    assert_eq!(
+        store.latest_change(a).await.unwrap(),
+        cursor,
+        "never goes back"
+    );
+    assert_eq!(store.latest_change(b).await.unwrap(), b_start);
+    // A cursor older than pruned changes resets, and says where to carry on from.
+    let batch = store.changes_since(a, start, 100).await.unwrap();
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            changes: vec![],
+            latest: cursor,
+            reset: true
+        }
+    );
+    assert!(store.changes_since(b, 0, 100).await.unwrap().reset);
+    // An up-to-date cursor does not, and sees what comes next.
+    assert_eq!(changes_after(&store, b, &mut b_cursor).await, vec![]);
+    let e = store.mkdir(a, &path("/e"), false, 0o755).await.unwrap().id;
+    let seen = changes_after(&store, a, &mut cursor).await;
+    assert!(seen.iter().any(change_of(e, root, "e", None)), "{seen:?}");
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
@@ -877,6 +1058,7 @@ macro_rules! conformance {
             conformance!(@case retention_keeps_current_versions);
             conformance!(@case retention_racing_commits);
             conformance!(@case attributes_and_special_entries);
+            conformance!(@case change_feed);
         }
     };
     (@case $name:ident) => {

@@ -9,7 +9,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use cubby_proto::api::Entry;
+use cubby_proto::api::{Change, Entry};
 use cubby_proto::{ContentHash, Name, RemotePath};
 
 pub use sqlite::SqliteMetaStore;
@@ -123,6 +123,19 @@ pub struct RetentionPolicy {
 pub struct RetentionReport {
     pub versions_removed: u64,
     pub entries_purged: u64,
+}
+
+/// What [`MetaStore::changes_since`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeBatch {
+    /// The user's changes after the cursor, oldest first, at most the limit asked for;
+    /// empty when `reset`.
+    pub changes: Vec<Change>,
+    /// The user's newest change ([`MetaStore::latest_change`]).
+    pub latest: u64,
+    /// The cursor cannot be caught up from: changes after it were pruned, or it is newer
+    /// than any change of the user's (a cursor from elsewhere). Carry on from `latest`.
+    pub reset: bool,
 }
 
 /// A version and the chunks that make it up.
@@ -361,6 +374,24 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         policy: RetentionPolicy,
         now_ns: i64,
     ) -> Result<RetentionReport, MetaError>;
+
+    /// The user's changes after `cursor` (at most `limit`). Every change to one of the
+    /// user's entries (or their extended attributes) is recorded, with a number that
+    /// increases across the whole store.
+    async fn changes_since(
+        &self,
+        user: UserId,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<ChangeBatch, MetaError>;
+
+    /// The number of the user's newest change (0 if none was ever recorded): the cursor
+    /// of a client that starts from now. It never decreases, pruning included.
+    async fn latest_change(&self, user: UserId) -> Result<u64, MetaError>;
+
+    /// Forgets changes recorded before `before_ns`; returns how many. A cursor older
+    /// than a forgotten change of its user is then answered with `reset`.
+    async fn prune_changes(&self, before_ns: i64) -> Result<u64, MetaError>;
 
     /// Records a new upload session; returns, per chunk, whether the user already holds
     /// it (references it from a committed version). Dedup is scoped to the user: a chunk

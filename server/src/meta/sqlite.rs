@@ -15,11 +15,12 @@ use cubby_proto::{ContentHash, Name};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore,
+    ChangeBatch, ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore,
     RetentionPolicy, RetentionReport, TrashItem, UploadSession, UploadState, UserId, UserRecord,
     VersionContent, VersionRecord,
 };
 
+mod changes;
 mod history;
 mod uploads;
 
@@ -29,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_uploads.sql"),
     include_str!("migrations/0003_history.sql"),
     include_str!("migrations/0004_xattrs.sql"),
+    include_str!("migrations/0005_changes.sql"),
 ];
 
 const ENTRY_COLUMNS: &str =
@@ -854,6 +856,24 @@ impl MetaStore for SqliteMetaStore {
     ) -> Result<RetentionReport, MetaError> {
         self.write(move |tx| history::apply_retention(tx, policy, now_ns))
             .await
+    }
+
+    async fn changes_since(
+        &self,
+        user: UserId,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<ChangeBatch, MetaError> {
+        self.read(move |tx| changes::since(tx, user, cursor, limit))
+            .await
+    }
+
+    async fn latest_change(&self, user: UserId) -> Result<u64, MetaError> {
+        self.read(move |tx| changes::latest(tx, user)).await
+    }
+
+    async fn prune_changes(&self, before_ns: i64) -> Result<u64, MetaError> {
+        self.write(move |tx| changes::prune(tx, before_ns)).await
     }
 
     async fn set_attrs(
