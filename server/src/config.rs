@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub trash_max_age: Duration,
     /// How often retention runs. Default: 1 hour.
     pub retention_interval: Duration,
+    /// Changes stay in the change feed this long; a client whose cursor is older is
+    /// told to reset. Default: 7 days.
+    pub changes_max_age: Duration,
 }
 
 /// 127.0.0.1:8420, the address the client assumes when none is configured.
@@ -69,6 +72,7 @@ impl ServerConfig {
             retention_max_versions: 100,
             trash_max_age: Duration::from_secs(30 * 86400),
             retention_interval: Duration::from_secs(3600),
+            changes_max_age: Duration::from_secs(7 * 86400),
         }
     }
 

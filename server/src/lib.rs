@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod meta;
+pub mod notify;
 pub mod signing;
 pub mod workers;
 
@@ -26,6 +27,7 @@ pub use config::ServerConfig;
 use crate::auth::AuthKeys;
 use crate::blob::{BlobStore, LocalBlobStore};
 use crate::meta::{ChunkPresence, ChunkRef, MetaStore, SqliteMetaStore};
+use crate::notify::ChangeNotifier;
 use crate::signing::UrlSigner;
 
 /// Everything a request handler may use. Cheap to clone.
@@ -36,6 +38,8 @@ pub struct AppState {
     pub keys: Arc<AuthKeys>,
     pub signer: Arc<UrlSigner>,
     pub config: Arc<ServerConfig>,
+    /// Wakes long polls of the change feed after writes.
+    pub changes: Arc<ChangeNotifier>,
     /// A password hash that matches nothing, so logins of unknown users take as long
     /// as logins of known ones.
     pub dummy_hash: String,
@@ -73,6 +77,7 @@ pub fn open(config: ServerConfig) -> Result<AppState, StartError> {
         keys: Arc::new(AuthKeys::from_secret(&secret, config.token_ttl)),
         signer: Arc::new(UrlSigner::new(&secret)),
         config: Arc::new(config),
+        changes: Arc::new(ChangeNotifier::new()),
         dummy_hash: api::auth::dummy_hash(),
     })
 }
@@ -133,7 +138,7 @@ async fn log_request(
 }
 
 /// Serves `state` on `listener`, with the background workers, until `shutdown`
-/// resolves; then finishes the requests in flight.
+/// resolves; then finishes the requests in flight (waiting change polls answer at once).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -143,6 +148,11 @@ pub async fn serve(
         tokio::spawn(workers::gc::run(state.clone())),
         tokio::spawn(workers::retention::run(state.clone())),
     ];
+    let changes = Arc::clone(&state.changes);
+    let shutdown = async move {
+        shutdown.await;
+        changes.close();
+    };
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;

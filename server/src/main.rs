@@ -59,6 +59,9 @@ enum Command {
         /// Seconds between retention passes.
         #[arg(long, env = "CUBBY_RETENTION_INTERVAL_SECS")]
         retention_interval_secs: Option<u64>,
+        /// Keep the change feed this many days (older cursors are told to reset).
+        #[arg(long, env = "CUBBY_CHANGES_DAYS")]
+        changes_days: Option<f64>,
     },
     /// Manage users.
     User {
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
             retention_max_versions,
             trash_days,
             retention_interval_secs,
+            changes_days,
         } => {
             let mut config = ServerConfig::new(data);
             config.listen = listen;
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
             };
             config.retention_max_age = days(retention_days, config.retention_max_age);
             config.trash_max_age = days(trash_days, config.trash_max_age);
+            config.changes_max_age = days(changes_days, config.changes_max_age);
             if let Some(max) = retention_max_versions {
                 config.retention_max_versions = max.max(1);
             }

@@ -7,6 +7,7 @@
 //! [`BlobStore`]: crate::blob::BlobStore
 
 pub mod auth;
+mod changes;
 mod chunks;
 mod files;
 mod history;
@@ -75,8 +76,13 @@ pub fn router(state: AppState) -> Router {
         .route("/create", post(tree::create))
         .route("/move", post(tree::rename))
         .route("/delete", post(tree::remove_by_path))
+        .route("/changes", get(changes::changes))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            changes::notify_changes,
+        ))
         .with_state(state)
 }
 

@@ -1,10 +1,12 @@
-//! Retention: drops versions past the policy and purges old trash, on a timer.
+//! Retention: drops versions past the policy, purges old trash and prunes the change
+//! feed, on a timer.
 //!
 //! One pass is one metadata transaction, so it is atomic with respect to commits: a
 //! version that a racing commit makes non-current is judged after that commit or not
 //! at all, and the current version of a file is never removed. The chunks that only
 //! removed versions listed become unreferenced and are collected by garbage collection
-//! after its grace period.
+//! after its grace period. Purged entries are changes too, so a pass wakes the polls of
+//! the change feed.
 
 use crate::AppState;
 use crate::meta::sqlite::now_ns;
@@ -22,9 +24,15 @@ pub async fn run(state: AppState) {
         {
             Ok(report) if report.versions_removed + report.entries_purged > 0 => {
                 tracing::info!(?report, "retention pass");
+                state.changes.notify();
             }
             Ok(report) => tracing::debug!(?report, "retention pass"),
             Err(error) => tracing::warn!(%error, "retention pass failed"),
+        }
+        let cutoff = now_ns().saturating_sub(state.config.changes_max_age.as_nanos() as i64);
+        match state.meta.prune_changes(cutoff).await {
+            Ok(pruned) => tracing::debug!(pruned, "change feed pruned"),
+            Err(error) => tracing::warn!(%error, "pruning the change feed failed"),
         }
     }
 }
