@@ -104,6 +104,14 @@ pub enum Command {
     },
     /// Unmount a mounted folder.
     Unmount { dir: PathBuf },
+    /// What a mount has not sent yet: online or offline, pending uploads and changes,
+    /// conflicts, the last error.
+    Status {
+        /// The mounted folder, or a folder inside it (default: the current directory).
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a file from the server.
     Download {
         remote: String,
@@ -272,6 +280,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Unmount { dir } => {
             crate::mount::unmount(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { dir, json } => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => std::env::current_dir().map_err(|e| e.to_string())?,
+            };
+            let (root, status) = crate::status::read(&dir)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", crate::status::describe(&root, &status));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Versions {

@@ -10,4 +10,5 @@ pub mod fs;
 pub mod mount;
 pub mod progress;
 pub mod remote;
+pub mod status;
 pub mod transfer;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fuser::{MountOption, SessionACL};
 
-use crate::fs::fuse::FuseAdapter;
+use crate::fs::fuse::{FuseAdapter, KernelNotifier};
 use crate::fs::{CubbyFs, FsConfig};
 use crate::remote::Remote;
 
@@ -98,9 +98,12 @@ pub async fn mount(
         SessionACL::RootAndOwner
     };
     fuse_config.n_threads = Some(options.threads.max(1));
-    let adapter = FuseAdapter::new(Arc::new(fs));
+    let fs = Arc::new(fs);
+    let adapter = FuseAdapter::new(Arc::clone(&fs));
     let mut session = fuser::Session::new(adapter, &mountpoint, &fuse_config)
         .map_err(|e| format!("cannot mount {}: {e}", mountpoint.display()))?;
+    fs.set_kernel_cache(Box::new(KernelNotifier::start(session.notifier())));
+    crate::fs::sync::start(&fs);
     let mut unmounter = session.unmount_callable();
     println!("cubby: mounted {}", mountpoint.display());
     tokio::spawn(async move {

@@ -60,7 +60,7 @@ fn create_write_commit_read_rename_delete() {
         5,
         "stat shows uncommitted writes"
     );
-    fs.flush(fh).unwrap();
+    fs.fsync(fh).unwrap();
     assert_eq!(
         fs.xattr(ino, "user.cubby.status").unwrap().unwrap(),
         b"synced"
@@ -131,6 +131,7 @@ fn a_stale_close_keeps_a_conflicted_copy() {
     let (a, b) = (core(&server, &runtime), core(&server, &runtime));
     let (entry, fh) = a.fs.create(ROOT_INO, name("n.txt"), 0o644, ME).unwrap();
     a.fs.write(fh, 0, b"base").unwrap();
+    a.fs.fsync(fh).unwrap();
     a.fs.release(fh).unwrap();
     let ino = a.fs.ino_of(entry.id);
 
@@ -138,8 +139,10 @@ fn a_stale_close_keeps_a_conflicted_copy() {
     a.fs.write(from_a, 0, b"from a").unwrap();
     let (from_b, _) = b.fs.open(ino, true, true).unwrap();
     b.fs.write(from_b, 0, b"from b").unwrap();
+    b.fs.fsync(from_b).unwrap();
     b.fs.release(from_b).unwrap();
-    // A's base is stale now: its close succeeds, and its bytes land in a copy.
+    // A's base is stale now: its fsync succeeds, and its bytes land in a copy.
+    a.fs.fsync(from_a).unwrap();
     a.fs.release(from_a).unwrap();
 
     std::thread::sleep(std::time::Duration::from_millis(1100));

@@ -6,6 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use cubby_proto::ContentHash;
 use cubby_testkit::{Mount, TestServer, cubby_login, fuse_available, random_bytes};
@@ -65,6 +66,51 @@ fn cli_json(setup: &Setup, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `cubby status DIR --json`.
+fn status(dir: &Path) -> serde_json::Value {
+    let out = Command::new(CUBBY)
+        .args(["status", "--json"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits (up to `limit`) until the mount at `dir` is online with nothing left to send.
+fn wait_synced(dir: &Path, limit: Duration) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let now = status(dir);
+        if now["online"] == true && now["queue_depth"] == 0 {
+            return now;
+        }
+        assert!(start.elapsed() < limit, "not synced after {limit:?}: {now}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `check` until it holds, failing after `limit`; returns how long it took.
+fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// Writes a file and fsyncs it: committed on the server when this returns.
+fn write_synced(path: &Path, data: impl AsRef<[u8]>) {
+    let mut file = fs::File::create(path).unwrap();
+    file.write_all(data.as_ref()).unwrap();
+    file.sync_all().unwrap();
+}
+
 fn hash_file(path: &Path) -> ContentHash {
     ContentHash::of(&fs::read(path).unwrap())
 }
@@ -94,7 +140,8 @@ fn files_copy_in_and_out_byte_for_byte() {
         let out = local.path().join(format!("{name}.out"));
         fs::copy(mount.path().join(name), &out).unwrap();
         assert_eq!(hash_file(&out), ContentHash::of(&data), "{name}");
-        // Close committed it: the server has it, byte for byte.
+        // Once uploaded, the server has it, byte for byte.
+        wait_synced(mount.path(), Duration::from_secs(30));
         let report = cli_json(
             &setup,
             &[
@@ -190,7 +237,7 @@ fn an_editors_save_is_a_new_version_of_the_same_file() {
     let setup = setup();
     let mount = mount(&setup);
     let root = mount.path();
-    fs::write(root.join("notes.txt"), "draft 1\n").unwrap();
+    write_synced(&root.join("notes.txt"), "draft 1\n");
     let before = cli_json(&setup, &["versions", "/notes.txt", "--json"]);
     // What vim does: write a temporary file, fsync it, rename it over the original.
     let temp = root.join(".notes.txt.swp");
@@ -280,25 +327,28 @@ fn two_mounts_editing_one_file_keep_both_versions() {
     let setup = setup();
     let a = mount(&setup);
     let b = mount(&setup);
-    fs::write(a.path().join("shared.txt"), "base\n").unwrap();
+    write_synced(&a.path().join("shared.txt"), "base\n");
     // A opens (based on version 1) and writes; meanwhile B saves its own edit.
     let mut from_a = OpenOptions::new()
         .write(true)
         .open(a.path().join("shared.txt"))
         .unwrap();
     from_a.write_all(b"edit from A\n").unwrap();
-    fs::write(b.path().join("shared.txt"), "edit from B\n").unwrap();
-    // A's close finds version 2 on the server: its bytes go to a conflicted copy.
+    write_synced(&b.path().join("shared.txt"), "edit from B\n");
+    // A's upload finds version 2 on the server: its bytes go to a conflicted copy.
     drop(from_a);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let names: Vec<String> = fs::read_dir(b.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    let copy = names
-        .iter()
-        .find(|n| n.starts_with("shared (conflicted copy ") && n.ends_with(").txt"))
-        .unwrap_or_else(|| panic!("no conflicted copy in {names:?}"));
+    let a_status = wait_synced(a.path(), Duration::from_secs(10));
+    assert_eq!(a_status["conflicts"].as_array().unwrap().len(), 1);
+    let conflicted_copy = || {
+        fs::read_dir(b.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("shared (conflicted copy ") && n.ends_with(").txt"))
+    };
+    eventually(Duration::from_secs(3), "the copy shows on B", || {
+        conflicted_copy().is_some()
+    });
+    let copy = conflicted_copy().unwrap();
     assert_eq!(
         fs::read_to_string(b.path().join("shared.txt")).unwrap(),
         "edit from B\n"
@@ -317,7 +367,7 @@ fn a_restarted_daemon_keeps_its_cache_usable() {
     let setup = setup();
     let mut first = mount(&setup);
     let data = random_bytes(6 << 20, 77);
-    fs::write(first.path().join("cached.bin"), &data).unwrap();
+    write_synced(&first.path().join("cached.bin"), &data);
     // A read through a fresh handle fills the chunk cache.
     let other = mount(&setup);
     assert_eq!(
@@ -405,15 +455,19 @@ fn a_write_the_server_missed_is_committed_by_the_next_mount() {
     let mut setup = setup();
     let mut mount = mount(&setup);
     let path = mount.path().join("doc.txt");
-    fs::write(&path, "version one\n").unwrap();
+    write_synced(&path, "version one\n");
     let mut file = OpenOptions::new().write(true).open(&path).unwrap();
-    // The server goes away; the write is accepted locally, but cannot be committed.
+    // The server goes away; the write and its fsync are durable locally.
     setup.server.stop();
-    file.write_all(b"version two, written while the server was down\n")
-        .unwrap();
-    let err = file.sync_all().unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let edit = b"version two, written while the server was down\n";
+    file.write_all(edit).unwrap();
+    file.sync_all().unwrap();
     drop(file);
+    let offline = status(mount.path());
+    assert_eq!(offline["online"], false, "{offline}");
+    assert_eq!(offline["queue_depth"], 1, "{offline}");
+    assert_eq!(offline["pending_bytes"], edit.len(), "{offline}");
+    assert!(offline["last_error"].is_string(), "{offline}");
     mount.stop();
     let pending: Vec<_> = fs::read_dir(mount.staging_dir())
         .unwrap()
@@ -423,11 +477,10 @@ fn a_write_the_server_missed_is_committed_by_the_next_mount() {
         pending.iter().any(|n| n.ends_with(".pending")),
         "{pending:?}"
     );
-    // The server is back (on a new port); the next mount commits the staged write.
+    // The server is back; the next mount commits the staged write.
     setup.server.resume();
-    let configs = setup.config.parent().unwrap().to_owned();
-    setup.config = cubby_login(Path::new(CUBBY), &setup.server, "alice", &configs);
     mount.restart();
+    wait_synced(mount.path(), Duration::from_secs(30));
     let out = tempfile::tempdir().unwrap();
     let back = out.path().join("back");
     let report = cli_json(
@@ -436,36 +489,201 @@ fn a_write_the_server_missed_is_committed_by_the_next_mount() {
     );
     // Version 1 is the empty file of `create`, 2 the first write, 3 the recovered one.
     assert_eq!(report["version"], 3);
-    assert_eq!(
-        fs::read_to_string(&back).unwrap(),
-        "version two, written while the server was down\n"
+    assert_eq!(fs::read(&back).unwrap(), edit);
+    eventually(Duration::from_secs(2), "staging emptied", || {
+        cubby_testkit::files_under(&mount.staging_dir()).is_empty()
+    });
+}
+
+#[test]
+fn a_daemon_killed_before_upload_sends_everything_on_the_next_mount() {
+    if !fuse_available("a_daemon_killed_before_upload_sends_everything_on_the_next_mount") {
+        return;
+    }
+    let mut setup = setup();
+    let mut mount = mount(&setup);
+    write_synced(&mount.path().join("existing.txt"), "old\n");
+    setup.server.stop();
+    // Closed, never fsynced, never uploaded: an edit, a new folder and a new file.
+    fs::write(mount.path().join("existing.txt"), "edited offline\n").unwrap();
+    fs::create_dir(mount.path().join("dir")).unwrap();
+    let data = random_bytes(3 << 20, 5);
+    fs::write(mount.path().join("dir/new.bin"), &data).unwrap();
+    assert_eq!(status(mount.path())["queue_depth"], 4);
+    mount.kill_and_restart_after(|| setup.server.resume());
+    wait_synced(mount.path(), Duration::from_secs(30));
+    let out = tempfile::tempdir().unwrap();
+    let back = out.path().join("back");
+    cli_json(
+        &setup,
+        &[
+            "download",
+            "/existing.txt",
+            back.to_str().unwrap(),
+            "--json",
+        ],
     );
+    assert_eq!(fs::read_to_string(&back).unwrap(), "edited offline\n");
+    let report = cli_json(
+        &setup,
+        &["download", "/dir/new.bin", back.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(report["hash"], ContentHash::of(&data).to_string());
+}
+
+#[test]
+fn offline_reads_cached_files_and_queues_changes_in_order() {
+    if !fuse_available("offline_reads_cached_files_and_queues_changes_in_order") {
+        return;
+    }
+    let mut setup = setup();
+    let mount = mount(&setup);
+    let root = mount.path();
+    let cached = random_bytes(5 << 20, 9);
+    write_synced(&root.join("cached.bin"), &cached);
+    sh(
+        root,
+        "mkdir -p docs && echo keep > docs/a && echo gone > docs/b",
+    );
+    // A file the mount has listed but never read: its content is not cached.
+    let local = tempfile::tempdir().unwrap();
+    fs::write(local.path().join("remote.bin"), random_bytes(1 << 20, 3)).unwrap();
+    cli_json(
+        &setup,
+        &[
+            "upload",
+            local.path().join("remote.bin").to_str().unwrap(),
+            "/remote.bin",
+            "--json",
+        ],
+    );
+    wait_synced(root, Duration::from_secs(10));
+    eventually(Duration::from_secs(3), "remote.bin listed", || {
+        root.join("remote.bin").exists()
+    });
+    assert_eq!(
+        hash_file(&root.join("cached.bin")),
+        ContentHash::of(&cached)
+    );
+    // What was browsed and read is what is there offline.
+    sh(root, "ls -R > /dev/null && cat docs/a docs/b > /dev/null");
+
+    setup.server.stop();
+    // Cached content reads; content never fetched fails fast, with EIO.
+    assert_eq!(
+        hash_file(&root.join("cached.bin")),
+        ContentHash::of(&cached)
+    );
+    let started = Instant::now();
+    let err = fs::read(root.join("remote.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
     assert!(
-        fs::read_dir(mount.staging_dir()).unwrap().next().is_none(),
-        "staging emptied"
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Changes are accepted and shown at once.
+    sh(
+        root,
+        "echo edited >> docs/a && mkdir new && echo fresh > new/f && mv docs/a new/a && \
+         rm docs/b && mv new renamed",
+    );
+    assert_eq!(sh(root, "ls renamed | tr '\\n' ' '"), "a f ");
+    assert_eq!(sh(root, "ls docs"), "");
+    let offline = status(root);
+    assert_eq!(offline["online"], false, "{offline}");
+    assert!(
+        offline["pending_operations"].as_u64().unwrap() >= 4,
+        "{offline}"
+    );
+
+    // The server is back: everything arrives, in order, byte for byte.
+    setup.server.resume();
+    wait_synced(root, Duration::from_secs(30));
+    let fresh = Mount::start(Path::new(CUBBY), &setup.config);
+    let other = fresh.path();
+    assert_eq!(sh(other, "ls renamed | tr '\\n' ' '"), "a f ");
+    assert_eq!(
+        fs::read_to_string(other.join("renamed/a")).unwrap(),
+        "keep\nedited\n"
+    );
+    assert_eq!(
+        fs::read_to_string(other.join("renamed/f")).unwrap(),
+        "fresh\n"
+    );
+    assert_eq!(sh(other, "ls docs"), "");
+    assert_eq!(
+        hash_file(&other.join("cached.bin")),
+        ContentHash::of(&cached)
     );
 }
 
 #[test]
-fn close_to_open_between_mounts() {
-    if !fuse_available("close_to_open_between_mounts") {
+fn a_hundred_files_written_while_the_server_restarts_twice_all_arrive() {
+    if !fuse_available("a_hundred_files_written_while_the_server_restarts_twice_all_arrive") {
+        return;
+    }
+    let mut setup = setup();
+    let mount = mount(&setup);
+    let dir = mount.path().to_owned();
+    let (progress_tx, progress_rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        for i in 0..100u64 {
+            let data = random_bytes(1000 + (i as usize * 7919) % 200_000, i);
+            fs::write(dir.join(format!("f{i:03}")), &data).unwrap();
+            progress_tx.send(i).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    for restart_after in [20, 60] {
+        while progress_rx.recv().unwrap() < restart_after {}
+        setup.server.restart();
+    }
+    writer.join().unwrap();
+    wait_synced(mount.path(), Duration::from_secs(30));
+    let fresh = Mount::start(Path::new(CUBBY), &setup.config);
+    for i in 0..100u64 {
+        let data = random_bytes(1000 + (i as usize * 7919) % 200_000, i);
+        assert_eq!(
+            hash_file(&fresh.path().join(format!("f{i:03}"))),
+            ContentHash::of(&data),
+            "f{i:03}"
+        );
+    }
+}
+
+#[test]
+fn another_mount_sees_a_change_within_two_seconds() {
+    if !fuse_available("another_mount_sees_a_change_within_two_seconds") {
         return;
     }
     let setup = setup();
     let a = mount(&setup);
     let b = mount(&setup);
+    let within = Duration::from_secs(2);
+    // B has looked, so it has something cached to be wrong about.
+    assert_eq!(sh(b.path(), "ls -A"), "");
     fs::write(a.path().join("shared"), "one").unwrap();
-    assert_eq!(fs::read_to_string(b.path().join("shared")).unwrap(), "one");
-    // A handle opened on B before A's next commit keeps reading the version it opened.
+    let took = eventually(within, "a new file", || {
+        fs::read_to_string(b.path().join("shared")).is_ok_and(|s| s == "one")
+    });
+    eprintln!("a new file reached the other mount in {took:?}");
+    // A handle opened on B keeps reading the version it opened.
     let mut pinned = fs::File::open(b.path().join("shared")).unwrap();
-    fs::write(a.path().join("shared"), "two!").unwrap();
+    write_synced(&a.path().join("shared"), "two!");
     let mut old = String::new();
     pinned.read_to_string(&mut old).unwrap();
     assert_eq!(old, "one");
-    // A new open on B sees what A closed, whatever B's kernel had cached.
-    assert_eq!(fs::read_to_string(b.path().join("shared")).unwrap(), "two!");
+    eventually(within, "an edit", || {
+        fs::read_to_string(b.path().join("shared")).is_ok_and(|s| s == "two!")
+    });
+    fs::rename(a.path().join("shared"), a.path().join("renamed")).unwrap();
+    eventually(within, "a rename", || {
+        !b.path().join("shared").exists() && b.path().join("renamed").exists()
+    });
     // Deleting through a mount moves the file to the trash.
-    fs::remove_file(b.path().join("shared")).unwrap();
+    fs::remove_file(b.path().join("renamed")).unwrap();
+    eventually(within, "a delete", || !a.path().join("renamed").exists());
     let trash = cli_json(&setup, &["trash", "--json"]);
-    assert_eq!(trash["items"][0]["path"], "/shared");
+    assert_eq!(trash["items"][0]["path"], "/renamed");
 }

@@ -23,7 +23,9 @@ async fn restart_keeps_everything() {
 
     server.restart();
 
+    // A new process (on the same address): the old process's connections are gone.
     let mut alice = alice;
+    alice.http = reqwest::Client::new();
     alice.base = server.url.clone();
     // The old token still works: the signing secret persisted.
     assert_eq!(alice.download(v1.file_id).await, b"second");

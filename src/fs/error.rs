@@ -38,6 +38,9 @@ pub enum FsError {
     AccessDenied,
     #[error("I/O error: {0}")]
     Io(String),
+    /// The server cannot be reached and the local state cannot answer.
+    #[error("the server is unreachable")]
+    Offline,
 }
 
 impl FsError {
@@ -58,7 +61,7 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::NoAttribute => libc::ENODATA,
             FsError::AccessDenied => libc::EACCES,
-            FsError::Io(_) => libc::EIO,
+            FsError::Io(_) | FsError::Offline => libc::EIO,
         }
     }
 }

@@ -53,6 +53,62 @@ fn attr_ttl(entry: &Entry) -> Duration {
 /// Preferred I/O size reported to applications.
 const BLOCK_SIZE: u32 = 128 * 1024;
 
+/// The kernel's caches, reached through fuser's notifications.
+///
+/// Notifications are sent by a thread of their own: the kernel may hold one until a
+/// request on the same directory is answered, and that answer may need the thread that
+/// asked (a runtime worker, say). Here nothing waits for the notifying thread.
+pub struct KernelNotifier(std::sync::Mutex<std::sync::mpsc::Sender<Invalidation>>);
+
+enum Invalidation {
+    Name(u64, String),
+    Attributes(u64),
+}
+
+impl KernelNotifier {
+    pub fn start(notifier: fuser::Notifier) -> Self {
+        let (sender, receiver) = std::sync::mpsc::channel::<Invalidation>();
+        std::thread::Builder::new()
+            .name("cubby-notify".into())
+            .spawn(move || {
+                for invalidation in receiver {
+                    // ENOENT (nothing cached) is the common answer, and harmless.
+                    let _ = match invalidation {
+                        Invalidation::Name(parent, name) => {
+                            notifier.inval_entry(INodeNo(parent), OsStr::new(&name))
+                        }
+                        // A negative offset: attributes only; pages are kept per version.
+                        Invalidation::Attributes(ino) => notifier.inval_inode(INodeNo(ino), -1, 0),
+                    };
+                }
+            })
+            .expect("the notification thread starts");
+        Self(std::sync::Mutex::new(sender))
+    }
+
+    fn send(&self, invalidation: Invalidation) {
+        if let Ok(sender) = self.0.lock() {
+            let _ = sender.send(invalidation);
+        }
+    }
+}
+
+impl std::fmt::Debug for KernelNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KernelNotifier")
+    }
+}
+
+impl super::KernelCache for KernelNotifier {
+    fn forget_name(&self, parent: u64, name: &str) {
+        self.send(Invalidation::Name(parent, name.to_owned()));
+    }
+
+    fn forget_attributes(&self, ino: u64) {
+        self.send(Invalidation::Attributes(ino));
+    }
+}
+
 /// fuser's view of the filesystem.
 #[derive(Debug)]
 pub struct FuseAdapter {
@@ -120,6 +176,9 @@ impl FuseAdapter {
 }
 
 fn errno(error: &FsError) -> Errno {
+    if matches!(error, FsError::Io(_) | FsError::Offline) {
+        tracing::warn!(%error, "request failed");
+    }
     Errno::from_i32(error.errno())
 }
 
@@ -155,6 +214,8 @@ impl Filesystem for FuseAdapter {
         // Listings carry attributes: `ls -l` needs no lookup per entry.
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // O_TRUNC arrives with open: a truncating open never fetches the old content.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         Ok(())
     }
 
@@ -428,7 +489,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fs.flush(fh.0));
+        reply_empty(reply, self.fs.fsync(fh.0));
     }
 
     fn readdir(

@@ -27,7 +27,10 @@
 
 mod error;
 pub mod fuse;
+mod journal;
+mod overlay;
 mod staging;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -40,14 +43,16 @@ use bytes::Bytes;
 use cubby_proto::api::{AttrsRequest, Entry, EntryKind, FileManifest};
 use cubby_proto::{ContentHash, ErrorCode};
 use futures_util::future::try_join_all;
+use journal::{Journal, Op, is_local};
 use moka::sync::Cache;
+use overlay::{Overlaid, Overlay};
 
 pub use error::FsError;
 use staging::Staged;
 
 use crate::cache::chunks::ChunkCache;
 use crate::conflict::{conflicted_name, host_name};
-use crate::remote::Remote;
+use crate::remote::{Remote, RemoteError};
 use crate::transfer::{self, Target};
 
 /// The result of filesystem operations.
@@ -58,6 +63,15 @@ const READ_AHEAD_CHUNKS: usize = 2;
 
 /// The root directory's inode number (FUSE's).
 pub const ROOT_INO: u64 = 1;
+
+/// The kernel's caches of names and attributes, which the change feed invalidates
+/// (implemented by the FUSE adapter; absent without a kernel).
+pub trait KernelCache: Send + Sync {
+    /// The kernel forgets `name` in directory `parent` (inode numbers).
+    fn forget_name(&self, parent: u64, name: &str);
+    /// The kernel forgets the attributes of inode `ino`.
+    fn forget_attributes(&self, ino: u64);
+}
 
 /// Settings of a mount.
 #[derive(Debug, Clone)]
@@ -115,6 +129,20 @@ pub struct CubbyFs {
     next_handle: AtomicU64,
     /// The version whose pages the kernel may hold, per entry.
     cached_version: Mutex<HashMap<u64, u64>>,
+    /// Namespace changes waiting for the server, in order.
+    journal: Journal,
+    /// The tree as the journaled changes leave it.
+    overlay: Mutex<Overlay>,
+    /// Server ids of entries created here, to the local inode number they were given.
+    local_inos: Mutex<HashMap<u64, u64>>,
+    next_local: AtomicU64,
+    /// The last entries, listings and manifests seen, with no expiry: what the mount
+    /// shows while the server is unreachable.
+    known_entries: Cache<u64, Entry>,
+    known_listings: Cache<u64, Arc<Vec<Entry>>>,
+    manifests: Cache<(u64, u64), Arc<FileManifest>>,
+    sync: sync::SyncState,
+    kernel: std::sync::OnceLock<Box<dyn KernelCache>>,
 }
 
 impl std::fmt::Debug for CubbyFs {
@@ -148,7 +176,9 @@ fn name_of(name: &OsStr) -> FsResult<&str> {
 }
 
 impl CubbyFs {
-    /// Connects to the server (the root must be reachable) and opens the local stores.
+    /// Connects to the server (the root must be reachable) and opens the local stores:
+    /// the chunk cache, the staging area and the journal, whose pending work is loaded
+    /// (and shown) at once and sent by [`sync::start`].
     pub fn new(
         remote: Remote,
         runtime: tokio::runtime::Handle,
@@ -157,7 +187,12 @@ impl CubbyFs {
         std::fs::create_dir_all(&config.staging_dir)?;
         let root = runtime.block_on(remote.root())?;
         let chunks = ChunkCache::open(&config.cache_dir, config.cache_bytes)?;
+        let journal = Journal::open(&config.staging_dir.join("journal"))?;
         let ttl = config.metadata_ttl;
+        let first_local = journal::LOCAL_ID_BASE
+            + SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
         let fs = Self {
             remote,
             runtime,
@@ -178,50 +213,52 @@ impl CubbyFs {
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             cached_version: Mutex::new(HashMap::new()),
+            journal,
+            overlay: Mutex::new(Overlay::default()),
+            local_inos: Mutex::new(HashMap::new()),
+            next_local: AtomicU64::new(first_local),
+            known_entries: Cache::builder().max_capacity(200_000).build(),
+            known_listings: Cache::builder().max_capacity(20_000).build(),
+            manifests: Cache::builder().max_capacity(10_000).build(),
+            sync: sync::SyncState::default(),
+            kernel: std::sync::OnceLock::new(),
             config,
         };
-        fs.recover_pending()?;
+        fs.remember(&root);
+        fs.load_pending()?;
         Ok(fs)
     }
 
-    /// Commits what a previous run staged but could not commit (see [`staging`]).
-    fn recover_pending(&self) -> FsResult<()> {
-        for pending in staging::recover(&self.config.staging_dir)? {
-            let staging::PendingRecord {
-                target_id,
-                base_version,
-            } = pending.record;
-            let committed = self.block_on(transfer::commit_local(
-                &self.remote,
-                &pending.data,
-                &Target::File(target_id),
-                Some(base_version),
-            ));
-            let outcome = match committed {
-                Ok(report) => Ok(report),
-                Err(transfer::UploadError::Remote(error))
-                    if error.code() == Some(ErrorCode::VersionConflict) =>
-                {
-                    self.keep_conflicted_copy(target_id, &pending.data)
-                }
-                Err(error) => Err(error.into()),
-            };
-            match outcome {
-                Ok(report) => {
-                    tracing::info!(
-                        file = target_id,
-                        version = report.version,
-                        "recovered a staged write"
-                    );
-                    staging::finish(&pending);
-                }
-                // Kept on disk: the next mount tries again. Nothing is dropped.
-                Err(error) => {
-                    tracing::warn!(file = target_id, %error, "a staged write is still pending")
-                }
+    /// Loads what a previous run left to send: journaled operations (laid over the
+    /// tree) and staged content with a pending record (shown as the file's content and
+    /// queued for upload).
+    fn load_pending(&self) -> FsResult<()> {
+        for (local, server) in self.journal.resolutions() {
+            lock(&self.local_inos).insert(server, local);
+        }
+        {
+            let mut overlay = lock(&self.overlay);
+            for op in self.journal.all() {
+                overlay.apply(&op, |id| self.journal.canonical(id));
             }
         }
+        for pending in staging::recover(&self.config.staging_dir)? {
+            let staged = Staged::adopt(pending)?;
+            let id = self.journal.canonical(staged.lock().target_id);
+            staged.lock().target_id = id;
+            tracing::info!(
+                file = id,
+                "a staged write from an earlier run waits for upload"
+            );
+            lock(&self.staged).insert(id, Arc::new(staged));
+            self.sync.queue_upload(id);
+        }
         Ok(())
+    }
+
+    /// Lets the change feed invalidate the kernel's caches.
+    pub fn set_kernel_cache(&self, kernel: Box<dyn KernelCache>) {
+        let _ = self.kernel.set(kernel);
     }
 
     pub fn config(&self) -> &FsConfig {
@@ -230,7 +267,7 @@ impl CubbyFs {
 
     // ---- inodes and metadata ----
 
-    /// The entry id an inode names.
+    /// The entry id an inode names (the server's id once a local entry is created).
     pub fn id_of(&self, ino: u64) -> u64 {
         if let Some(id) = lock(&self.aliases).get(&ino) {
             return *id;
@@ -240,7 +277,7 @@ impl CubbyFs {
         } else if ino == self.root_id {
             ROOT_INO
         } else {
-            ino
+            self.journal.canonical(ino)
         }
     }
 
@@ -250,6 +287,8 @@ impl CubbyFs {
             ROOT_INO
         } else if id == ROOT_INO {
             self.root_id
+        } else if let Some(local) = lock(&self.local_inos).get(&id) {
+            *local
         } else {
             id
         }
@@ -259,12 +298,35 @@ impl CubbyFs {
         self.runtime.block_on(future)
     }
 
+    /// A server request; a transport failure marks the mount offline.
+    fn call<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, RemoteError>>,
+    ) -> FsResult<T> {
+        self.block_on(request)
+            .map_err(|error| self.remote_failed(error))
+    }
+
+    fn remote_failed(&self, error: RemoteError) -> FsError {
+        if matches!(error, RemoteError::Transport(_)) {
+            self.sync.went_offline(&error.to_string());
+            FsError::Offline
+        } else {
+            error.into()
+        }
+    }
+
     fn remember(&self, entry: &Entry) {
         self.entries.insert(entry.id, entry.clone());
+        self.known_entries.insert(entry.id, entry.clone());
     }
 
     /// Forgets what is cached about an entry and the directory holding it.
     fn forget(&self, id: u64, parent: Option<u64>) {
+        self.sync.touched(id);
+        if let Some(parent) = parent {
+            self.sync.touched(parent);
+        }
         self.entries.invalidate(&id);
         if let Some(parent) = parent {
             self.listings.invalidate(&parent);
@@ -272,29 +334,109 @@ impl CubbyFs {
         }
     }
 
+    /// Edits the last-seen listing of `parent` (what offline lookups answer from).
+    fn edit_known_listing(&self, parent: u64, edit: impl FnOnce(&mut Vec<Entry>)) {
+        if let Some(listing) = self.known_listings.get(&parent) {
+            let mut listing = (*listing).clone();
+            edit(&mut listing);
+            self.known_listings.insert(parent, Arc::new(listing));
+        }
+    }
+
+    /// A change this mount made: the entry is now as given, in its parent.
+    fn known_placed(&self, entry: &Entry) {
+        self.known_entries.insert(entry.id, entry.clone());
+        if let Some(parent) = entry.parent_id {
+            self.edit_known_listing(parent, |listing| {
+                listing.retain(|e| e.id != entry.id && e.name != entry.name);
+                listing.push(entry.clone());
+            });
+        }
+    }
+
+    /// A change this mount made: the entry left `parent`.
+    fn known_gone(&self, id: u64, parent: Option<u64>) {
+        if let Some(parent) = parent {
+            self.edit_known_listing(parent, |listing| listing.retain(|e| e.id != id));
+        }
+    }
+
+    /// What the journaled changes say about entry `id`.
+    fn overlaid(&self, id: u64) -> Overlaid {
+        let overlay = lock(&self.overlay);
+        if overlay.is_empty() {
+            return Overlaid::Untouched;
+        }
+        overlay.get(id)
+    }
+
+    /// The entry as the server has it now (or, offline, as last seen).
     fn fetch_entry(&self, id: u64) -> FsResult<Entry> {
-        let entry = self.block_on(self.remote.entry(id))?;
-        self.remember(&entry);
-        Ok(entry)
+        let id = self.journal.canonical(id);
+        match self.overlaid(id) {
+            Overlaid::Removed => return Err(FsError::NotFound),
+            Overlaid::Present(entry) => return Ok(entry),
+            Overlaid::Untouched if is_local(id) => return Err(FsError::NotFound),
+            Overlaid::Untouched => {}
+        }
+        if !self.sync.is_online() {
+            return self.known_entries.get(&id).ok_or(FsError::Offline);
+        }
+        match self.call(self.remote.entry(id)) {
+            Ok(entry) => {
+                self.remember(&entry);
+                Ok(entry)
+            }
+            Err(FsError::Offline) => self.known_entries.get(&id).ok_or(FsError::Offline),
+            Err(error) => Err(error),
+        }
     }
 
     fn entry(&self, id: u64) -> FsResult<Entry> {
-        match self.entries.get(&id) {
-            Some(entry) => Ok(entry),
-            None => self.fetch_entry(id),
+        let id = self.journal.canonical(id);
+        if let Overlaid::Untouched = self.overlaid(id)
+            && let Some(entry) = self.entries.get(&id)
+        {
+            return Ok(entry);
         }
+        self.fetch_entry(id)
     }
 
-    fn children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
+    /// The children of a directory as the server lists them (offline: as last seen).
+    fn server_children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
+        if is_local(dir) {
+            return Ok(Arc::new(Vec::new()));
+        }
         if let Some(listing) = self.listings.get(&dir) {
             return Ok(listing);
         }
-        let children = Arc::new(self.block_on(self.remote.children(dir))?);
+        if !self.sync.is_online() {
+            return self.known_listings.get(&dir).ok_or(FsError::Offline);
+        }
+        let children = match self.call(self.remote.children(dir)) {
+            Ok(children) => Arc::new(children),
+            Err(FsError::Offline) => {
+                return self.known_listings.get(&dir).ok_or(FsError::Offline);
+            }
+            Err(error) => return Err(error),
+        };
         for child in children.iter() {
             self.remember(child);
         }
         self.listings.insert(dir, Arc::clone(&children));
+        self.known_listings.insert(dir, Arc::clone(&children));
         Ok(children)
+    }
+
+    /// The children of a directory, with journaled changes applied.
+    fn children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
+        let dir = self.journal.canonical(dir);
+        let server = self.server_children(dir)?;
+        let overlay = lock(&self.overlay);
+        if overlay.is_empty() {
+            return Ok(server);
+        }
+        Ok(Arc::new(overlay.children(dir, &server)))
     }
 
     fn child(&self, parent_ino: u64, name: &OsStr) -> FsResult<Entry> {
@@ -346,13 +488,84 @@ impl CubbyFs {
     }
 
     // ---- namespace changes ----
+    //
+    // Online with nothing journaled, a change goes to the server at once and its answer
+    // (or error) is the call's. Otherwise (offline, or earlier changes still waiting) it
+    // is checked against the local view, journaled durably, and replayed in order by
+    // the sync worker.
+
+    /// Whether a namespace change must wait in the journal.
+    fn journaling(&self) -> bool {
+        !self.sync.is_online() || !self.journal.is_empty()
+    }
+
+    /// Journals `op` and lays it over the local view (atomically for the sync worker).
+    fn journal_op(&self, op: Op) -> FsResult<()> {
+        {
+            let mut overlay = lock(&self.overlay);
+            self.journal.push(&op)?;
+            overlay.apply(&op, |id| self.journal.canonical(id));
+        }
+        self.sync.kick();
+        Ok(())
+    }
+
+    /// A new entry made here, checked against the local view, with a local id.
+    fn local_entry(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: EntryKind,
+        mode: u32,
+        owner: Owner,
+    ) -> FsResult<Entry> {
+        if self.entry(parent)?.kind != EntryKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if self.children(parent)?.iter().any(|e| e.name == name) {
+            return Err(FsError::Exists);
+        }
+        let now = unix_ns(SystemTime::now());
+        let (uid, gid) = self.owner_labels(owner);
+        Ok(Entry {
+            id: self.next_local.fetch_add(1, Ordering::Relaxed),
+            parent_id: Some(parent),
+            name: name.to_owned(),
+            kind,
+            mode: mode & 0o7777,
+            mtime_ns: now,
+            size: 0,
+            version: 0,
+            hash: None,
+            target: None,
+            uid,
+            gid,
+            rdev: 0,
+            atime_ns: now,
+            ctime_ns: now,
+        })
+    }
 
     pub fn mkdir(&self, parent_ino: u64, name: &OsStr, mode: u32, owner: Owner) -> FsResult<Entry> {
         let parent = self.id_of(parent_ino);
-        let entry = self.block_on(self.remote.mkdir_in(parent, name_of(name)?, mode & 0o7777))?;
-        let entry = self.label_created(entry, owner)?;
-        self.forget(entry.id, Some(parent));
-        self.remember(&entry);
+        let name = name_of(name)?;
+        if !self.journaling() {
+            match self.call(self.remote.mkdir_in(parent, name, mode & 0o7777)) {
+                Ok(entry) => {
+                    let entry = self.label_created(entry, owner)?;
+                    self.forget(entry.id, Some(parent));
+                    self.remember(&entry);
+                    self.known_placed(&entry);
+                    return Ok(entry);
+                }
+                Err(FsError::Offline) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let entry = self.local_entry(parent, name, EntryKind::Dir, mode, owner)?;
+        self.journal_op(Op::Mkdir {
+            entry: entry.clone(),
+        })?;
         Ok(entry)
     }
 
@@ -364,10 +577,11 @@ impl CubbyFs {
         owner: Owner,
     ) -> FsResult<Entry> {
         let parent = self.id_of(parent_ino);
-        let entry = self.block_on(self.remote.symlink_in(parent, name_of(name)?, target))?;
+        let entry = self.call(self.remote.symlink_in(parent, name_of(name)?, target))?;
         let entry = self.label_created(entry, owner)?;
         self.forget(entry.id, Some(parent));
         self.remember(&entry);
+        self.known_placed(&entry);
         Ok(entry)
     }
 
@@ -389,10 +603,11 @@ impl CubbyFs {
             mode: Some(mode & 0o7777),
             rdev,
         };
-        let entry = self.block_on(self.remote.mknod(&request))?;
+        let entry = self.call(self.remote.mknod(&request))?;
         let entry = self.label_created(entry, owner)?;
         self.forget(entry.id, Some(parent));
         self.remember(&entry);
+        self.known_placed(&entry);
         Ok(entry)
     }
 
@@ -416,7 +631,7 @@ impl CubbyFs {
             gid,
             ..AttrsRequest::default()
         };
-        Ok(self.block_on(self.remote.set_attrs(id, &attrs))?)
+        self.call(self.remote.set_attrs(id, &attrs))
     }
 
     /// The labels to store for `owner`: none for the mounting user's own ids.
@@ -427,14 +642,31 @@ impl CubbyFs {
         )
     }
 
+    /// Removes an entry (to the server's trash).
+    fn remove(&self, entry: &Entry) -> FsResult<()> {
+        if !self.journaling() {
+            match self.call(self.remote.delete_id(entry.id, false)) {
+                Ok(_) => {
+                    self.forget(entry.id, entry.parent_id);
+                    self.known_gone(entry.id, entry.parent_id);
+                    return Ok(());
+                }
+                Err(FsError::Offline) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if entry.kind == EntryKind::Dir && !self.children(entry.id)?.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        self.journal_op(Op::Delete { id: entry.id })
+    }
+
     pub fn unlink(&self, parent_ino: u64, name: &OsStr) -> FsResult<()> {
         let entry = self.child(parent_ino, name)?;
         if entry.kind == EntryKind::Dir {
             return Err(FsError::IsDir);
         }
-        self.block_on(self.remote.delete_id(entry.id, false))?;
-        self.forget(entry.id, entry.parent_id);
-        Ok(())
+        self.remove(&entry)
     }
 
     pub fn rmdir(&self, parent_ino: u64, name: &OsStr) -> FsResult<()> {
@@ -442,9 +674,7 @@ impl CubbyFs {
         if entry.kind != EntryKind::Dir {
             return Err(FsError::NotDir);
         }
-        self.block_on(self.remote.delete_id(entry.id, false))?;
-        self.forget(entry.id, entry.parent_id);
-        Ok(())
+        self.remove(&entry)
     }
 
     /// `rename(2)`. Over an existing file, the moved file's content becomes a new version
@@ -465,52 +695,93 @@ impl CubbyFs {
             Err(FsError::NotFound) => None,
             Err(error) => return Err(error),
         };
-        match existing {
+        match &existing {
             Some(target) if target.id == source.id => return Ok(()),
             Some(_) if no_replace => return Err(FsError::Exists),
-            Some(target) if source.kind == EntryKind::File && target.kind == EntryKind::File => {
-                self.save_over(&source, &target)?;
-            }
-            _ => {
-                let moved = self.block_on(self.remote.move_to(
-                    source.id,
-                    new_parent,
-                    new_name_str,
-                    !no_replace,
-                ))?;
-                self.remember(&moved);
+            _ => {}
+        }
+        if !self.journaling() {
+            let direct = match &existing {
+                Some(target)
+                    if source.kind == EntryKind::File && target.kind == EntryKind::File =>
+                {
+                    self.save_over(source.id, target.id)
+                }
+                _ => self
+                    .call(
+                        self.remote
+                            .move_to(source.id, new_parent, new_name_str, !no_replace),
+                    )
+                    .map(|moved| {
+                        self.known_gone(source.id, source.parent_id);
+                        self.remember(&moved);
+                        self.known_placed(&moved);
+                    }),
+            };
+            match direct {
+                Ok(()) => {
+                    self.forget(source.id, source.parent_id);
+                    self.forget(source.id, Some(new_parent));
+                    return Ok(());
+                }
+                Err(FsError::Offline) => {}
+                Err(error) => return Err(error),
             }
         }
-        self.forget(source.id, source.parent_id);
-        self.forget(source.id, Some(new_parent));
-        Ok(())
+        if let Some(target) = &existing {
+            match (source.kind, target.kind) {
+                (EntryKind::Dir, EntryKind::Dir) if !self.children(target.id)?.is_empty() => {
+                    return Err(FsError::NotEmpty);
+                }
+                (EntryKind::Dir, EntryKind::Dir) => {}
+                (_, EntryKind::Dir) => return Err(FsError::IsDir),
+                (EntryKind::Dir, _) => return Err(FsError::NotDir),
+                _ => {}
+            }
+        }
+        let mut moved = source.clone();
+        moved.parent_id = Some(new_parent);
+        moved.name = new_name_str.to_owned();
+        moved.ctime_ns = unix_ns(SystemTime::now());
+        self.journal_op(Op::Rename {
+            entry: moved,
+            replaced: existing.map(|target| target.id),
+        })
     }
 
-    /// Commits `source`'s content as the next version of `target`, then removes `source`.
-    fn save_over(&self, source: &Entry, target: &Entry) -> FsResult<()> {
-        if let Some(staged) = lock(&self.staged).get(&source.id).cloned() {
-            self.commit_staged(source.id, &staged)?;
+    /// Commits file `source`'s content as the next version of file `target`, then
+    /// removes `source`, whose inode becomes an alias of `target`.
+    fn save_over(&self, source: u64, target: u64) -> FsResult<()> {
+        if let Some(staged) = lock(&self.staged).get(&source).cloned() {
+            self.commit_staged(source, &staged)?;
         }
-        let source = self.fetch_entry(source.id)?;
-        let target = self.fetch_entry(target.id)?;
-        let manifest = self.block_on(self.remote.manifest(source.id, None))?;
-        let done = self.block_on(transfer::recommit(
-            &self.remote,
-            &manifest,
-            &Target::File(target.id),
-            Some(target.version),
-        ))?;
+        let source = self.call(self.remote.entry(source))?;
+        let target = self.call(self.remote.entry(target))?;
+        let manifest = self.call(self.remote.manifest(source.id, None))?;
+        let done = self
+            .block_on(transfer::recommit(
+                &self.remote,
+                &manifest,
+                &Target::File(target.id),
+                Some(target.version),
+            ))
+            .map_err(|error| match error {
+                transfer::UploadError::Remote(remote) => self.remote_failed(remote),
+                other => other.into(),
+            })?;
         if source.mode != target.mode {
             let attrs = AttrsRequest {
                 mode: Some(source.mode),
                 ..AttrsRequest::default()
             };
-            self.block_on(self.remote.set_attrs(target.id, &attrs))?;
+            self.call(self.remote.set_attrs(target.id, &attrs))?;
         }
-        self.block_on(self.remote.delete_id(source.id, false))?;
+        self.call(self.remote.delete_id(source.id, false))?;
         lock(&self.aliases).insert(self.ino_of(source.id), target.id);
         lock(&self.cached_version).remove(&target.id);
         self.forget(target.id, target.parent_id);
+        self.forget(source.id, source.parent_id);
+        self.known_gone(source.id, source.parent_id);
         tracing::debug!(
             from = source.id,
             to = target.id,
@@ -547,7 +818,7 @@ impl CubbyFs {
                 uid,
                 gid,
             };
-            let updated = self.block_on(self.remote.set_attrs(id, &attrs))?;
+            let updated = self.call(self.remote.set_attrs(id, &attrs))?;
             self.remember(&updated);
         } else {
             self.entries.invalidate(&id);
@@ -564,9 +835,7 @@ impl CubbyFs {
             None => {
                 let staged = self.stage(entry, size == 0)?;
                 staged.truncate(size)?;
-                let result = self.commit_staged(entry.id, &staged);
-                self.unstage_if_idle(entry.id);
-                result
+                self.closed(entry.id, &staged)
             }
         }
     }
@@ -597,7 +866,7 @@ impl CubbyFs {
             entry.version,
         )?);
         if !empty && entry.size > 0 {
-            let manifest = self.block_on(self.remote.manifest(entry.id, Some(entry.version)))?;
+            let manifest = self.manifest(entry.id, entry.version)?;
             for chunk in &manifest.chunks {
                 let data = self.chunk(chunk.hash, &chunk.url)?;
                 std::os::unix::fs::FileExt::write_all_at(&staged.file, &data, chunk.offset)?;
@@ -648,7 +917,8 @@ impl CubbyFs {
         Ok((self.new_handle(handle), keep_cache))
     }
 
-    /// Creates an empty file (committed at once, so it has an id) and opens it.
+    /// Creates an empty file and opens it. Online, the server creates it at once (so it
+    /// has its id); otherwise the creation is journaled.
     pub fn create(
         &self,
         parent_ino: u64,
@@ -660,16 +930,38 @@ impl CubbyFs {
         let name = name_of(name)?;
         let (uid, gid) = self.owner_labels(owner);
         let mode = mode & 0o7777;
-        let request = cubby_proto::api::CreateRequest {
-            parent_id: parent,
-            name: name.to_owned(),
-            mode: (mode != 0o644).then_some(mode),
-            uid,
-            gid,
+        let mut created = None;
+        if !self.journaling() {
+            let request = cubby_proto::api::CreateRequest {
+                parent_id: parent,
+                name: name.to_owned(),
+                mode: (mode != 0o644).then_some(mode),
+                uid,
+                gid,
+            };
+            match self.call(self.remote.create(&request)) {
+                Ok(entry) => {
+                    self.forget(entry.id, Some(parent));
+                    self.remember(&entry);
+                    self.known_placed(&entry);
+                    created = Some(entry);
+                }
+                Err(FsError::Offline) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let mut entry = match created {
+            Some(entry) => entry,
+            None => {
+                let entry = self.local_entry(parent, name, EntryKind::File, mode, owner)?;
+                self.journal_op(Op::Create {
+                    entry: entry.clone(),
+                    uid,
+                    gid,
+                })?;
+                entry
+            }
         };
-        let mut entry = self.block_on(self.remote.create(&request))?;
-        self.forget(entry.id, Some(parent));
-        self.remember(&entry);
         let staged = Arc::new(Staged::create(
             &self.config.staging_dir,
             entry.id,
@@ -684,6 +976,16 @@ impl CubbyFs {
         Ok((entry, fh))
     }
 
+    /// The chunk list of a version (immutable, so kept; offline, what was seen).
+    fn manifest(&self, id: u64, version: u64) -> FsResult<Arc<FileManifest>> {
+        if let Some(manifest) = self.manifests.get(&(id, version)) {
+            return Ok(manifest);
+        }
+        let manifest = Arc::new(self.call(self.remote.manifest(id, Some(version)))?);
+        self.manifests.insert((id, version), Arc::clone(&manifest));
+        Ok(manifest)
+    }
+
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         match &*self.handle(fh)? {
             Handle::Writer { staged, .. } => Ok(staged.read_at(offset, size as usize)?),
@@ -692,21 +994,21 @@ impl CubbyFs {
                 version,
                 manifest,
             } => {
-                let fetch = || -> FsResult<Arc<FileManifest>> {
-                    let fetched =
-                        Arc::new(self.block_on(self.remote.manifest(*id, Some(*version)))?);
-                    *lock(manifest) = Some(Arc::clone(&fetched));
-                    Ok(fetched)
-                };
                 let cached = lock(manifest).clone();
                 let current = match cached {
                     Some(m) => m,
-                    None => fetch()?,
+                    None => {
+                        let fetched = self.manifest(*id, *version)?;
+                        *lock(manifest) = Some(Arc::clone(&fetched));
+                        fetched
+                    }
                 };
                 match self.read_chunks(&current, offset, size as u64) {
                     // Signed chunk URLs expire (an hour): a long-open handle gets new ones.
                     Err(FsError::AccessDenied) => {
-                        let renewed = fetch()?;
+                        self.manifests.invalidate(&(*id, *version));
+                        let renewed = self.manifest(*id, *version)?;
+                        *lock(manifest) = Some(Arc::clone(&renewed));
                         self.read_chunks(&renewed, offset, size as u64)
                     }
                     other => other,
@@ -764,7 +1066,15 @@ impl CubbyFs {
     }
 
     async fn fetch_chunk(&self, hash: &ContentHash, url: &str) -> FsResult<Bytes> {
-        let data = self.remote.get_chunk(url).await?;
+        if !self.sync.is_online() {
+            tracing::warn!(chunk = %hash, "offline: a chunk that is not cached cannot be read");
+            return Err(FsError::Offline);
+        }
+        let data = self
+            .remote
+            .get_chunk(url)
+            .await
+            .map_err(|error| self.remote_failed(error))?;
         if ContentHash::of(&data) != *hash {
             return Err(FsError::Io(format!("chunk {hash} arrived corrupted")));
         }
@@ -789,10 +1099,27 @@ impl CubbyFs {
         }
     }
 
-    /// `close` (FUSE flush) and `fsync`: commit staged changes, waiting for the server.
+    /// `close` (FUSE flush): the staged changes are recorded as pending (they survive
+    /// the daemon) and queued for the sync worker to upload; this does not wait for it.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         match &*self.handle(fh)? {
-            Handle::Writer { id, staged } => self.commit_staged(*id, staged),
+            Handle::Writer { id, staged } => self.closed(*id, staged),
+            Handle::Reader { .. } => Ok(()),
+        }
+    }
+
+    /// `fsync`: the staged changes are durable on local disk and, unless the server is
+    /// unreachable, committed by the server when this returns.
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        match &*self.handle(fh)? {
+            Handle::Writer { id, staged } => match self.commit_staged(*id, staged) {
+                // Durable in the staging area; the sync worker sends it when it can.
+                Err(FsError::Offline) => {
+                    self.sync.queue_upload(self.journal.canonical(*id));
+                    Ok(())
+                }
+                other => other,
+            },
             Handle::Reader { .. } => Ok(()),
         }
     }
@@ -801,10 +1128,9 @@ impl CubbyFs {
         let Some(handle) = lock(&self.handles).remove(&fh) else {
             return Ok(());
         };
-        let result = self.flush_handle(&handle);
-        let writer_of = match &*handle {
-            Handle::Writer { id, .. } => Some(*id),
-            Handle::Reader { .. } => None,
+        let (result, writer_of) = match &*handle {
+            Handle::Writer { id, staged } => (self.closed(*id, staged), Some(*id)),
+            Handle::Reader { .. } => (Ok(()), None),
         };
         drop(handle);
         if let Some(id) = writer_of {
@@ -813,15 +1139,21 @@ impl CubbyFs {
         result
     }
 
-    fn flush_handle(&self, handle: &Handle) -> FsResult<()> {
-        match handle {
-            Handle::Writer { id, staged } => self.commit_staged(*id, staged),
-            Handle::Reader { .. } => Ok(()),
+    /// A writer closed: changes wait for upload, recorded so a restart sends them.
+    fn closed(&self, id: u64, staged: &Staged) -> FsResult<()> {
+        let state = staged.lock();
+        if !state.dirty {
+            return Ok(());
         }
+        staged.record_pending(&state, false)?;
+        drop(state);
+        self.sync.queue_upload(self.journal.canonical(id));
+        Ok(())
     }
 
     /// Drops a staged copy nobody has open and nothing needs committing.
     fn unstage_if_idle(&self, id: u64) {
+        let id = self.journal.canonical(id);
         let mut map = lock(&self.staged);
         if let Some(staged) = map.get(&id)
             && Arc::strong_count(staged) == 1
@@ -832,37 +1164,72 @@ impl CubbyFs {
         }
     }
 
-    /// Commits a staged file if it has changes; on a stale base, keeps the bytes as a
-    /// conflicted copy and sends later commits there.
+    /// Uploads the staged changes of file `id`, if any (the sync worker's step).
+    fn upload(&self, id: u64) -> FsResult<()> {
+        let id = self.journal.canonical(id);
+        let Some(staged) = lock(&self.staged).get(&id).cloned() else {
+            return Ok(());
+        };
+        let result = self.commit_staged(id, &staged);
+        drop(staged);
+        self.unstage_if_idle(id);
+        result
+    }
+
+    /// Commits a staged file if it has changes, waiting for the server. The content
+    /// is made durable locally first, so a failure loses nothing. On a stale base the
+    /// bytes are kept as a conflicted copy, and later commits go there.
     fn commit_staged(&self, id: u64, staged: &Staged) -> FsResult<()> {
         let mut state = staged.lock();
         if !state.dirty {
             return Ok(());
         }
         staged.file.sync_all()?;
-        staged.record_pending(&state)?;
-        let target = Target::File(state.target_id);
-        let committed = self.block_on(transfer::commit_local(
-            &self.remote,
-            &staged.path,
-            &target,
-            Some(state.base_version),
-        ));
+        staged.record_pending(&state, true)?;
+        let target_id = self.journal.canonical(state.target_id);
+        if is_local(target_id) {
+            // Its creation is still journaled: the sync worker replays that first.
+            return Err(FsError::Offline);
+        }
+        state.target_id = target_id;
+        let base = match state.base_version {
+            0 => self.created_base(target_id)?,
+            base => Some(base),
+        };
+        let committed = match base {
+            Some(base) => match self.block_on(transfer::commit_local(
+                &self.remote,
+                &staged.path,
+                &Target::File(target_id),
+                Some(base),
+            )) {
+                Ok(report) => Some(report),
+                Err(transfer::UploadError::Remote(error))
+                    if matches!(
+                        error.code(),
+                        Some(ErrorCode::VersionConflict | ErrorCode::NotFound)
+                    ) =>
+                {
+                    None
+                }
+                Err(transfer::UploadError::Remote(error)) => return Err(self.remote_failed(error)),
+                Err(error) => return Err(error.into()),
+            },
+            None => None,
+        };
         let report = match committed {
-            Ok(report) => report,
-            Err(transfer::UploadError::Remote(error))
-                if error.code() == Some(ErrorCode::VersionConflict) =>
-            {
-                let copy = self.keep_conflicted_copy(state.target_id, &staged.path)?;
+            Some(report) => report,
+            None => {
+                let copy = self.keep_conflicted_copy(target_id, &staged.path)?;
                 tracing::warn!(
-                    file = id,
+                    file = target_id,
                     copy = copy.file_id,
                     "conflict: kept a conflicted copy"
                 );
+                self.sync.conflict(target_id, copy.file_id);
                 state.target_id = copy.file_id;
                 copy
             }
-            Err(error) => return Err(error.into()),
         };
         staged.clear_pending();
         state.base_version = report.version;
@@ -870,20 +1237,42 @@ impl CubbyFs {
         state.modified_ns = None;
         let parent = self.entries.get(&report.file_id).and_then(|e| e.parent_id);
         self.forget(report.file_id, parent);
+        // What offline reads will go by.
+        if let Ok(entry) = self.block_on(self.remote.entry(report.file_id)) {
+            self.known_placed(&entry);
+        }
         lock(&self.cached_version).insert(id, report.version);
         Ok(())
     }
 
+    /// The base for the first commit to a file created here: its empty first version,
+    /// unless someone else wrote it meanwhile (`None`: a conflict).
+    fn created_base(&self, id: u64) -> FsResult<Option<u64>> {
+        let entry = self.call(self.remote.entry(id))?;
+        Ok((entry.size == 0 && entry.version <= 1).then_some(entry.version))
+    }
+
+    /// Commits `content` as a conflicted copy beside file `id` (in the root if `id`
+    /// is gone).
     fn keep_conflicted_copy(
         &self,
         id: u64,
         content: &std::path::Path,
     ) -> FsResult<transfer::UploadReport> {
-        let current = self.fetch_entry(id)?;
-        let parent = current.parent_id.ok_or(FsError::Invalid)?;
+        let (parent, name) = match self.call(self.remote.entry(id)) {
+            Ok(current) => (current.parent_id.ok_or(FsError::Invalid)?, current.name),
+            Err(FsError::NotFound) => {
+                let name = self
+                    .known_entries
+                    .get(&id)
+                    .map_or_else(|| format!("recovered-{id}"), |e| e.name);
+                (self.root_id, name)
+            }
+            Err(error) => return Err(error),
+        };
         let now = SystemTime::now();
         for attempt in 1..=20 {
-            let name = conflicted_name(&current.name, &self.host, now, attempt);
+            let name = conflicted_name(&name, &self.host, now, attempt);
             let target = Target::Child { parent, name };
             match self.block_on(transfer::commit_local(&self.remote, content, &target, None)) {
                 Ok(report) => {
@@ -895,6 +1284,7 @@ impl CubbyFs {
                         error.code(),
                         Some(ErrorCode::VersionConflict | ErrorCode::AlreadyExists)
                     ) => {}
+                Err(transfer::UploadError::Remote(error)) => return Err(self.remote_failed(error)),
                 Err(error) => return Err(error.into()),
             }
         }
@@ -908,17 +1298,27 @@ impl CubbyFs {
     pub fn xattr(&self, ino: u64, name: &str) -> FsResult<Option<Vec<u8>>> {
         let entry = self.getattr(ino)?;
         if let Some(key) = name.strip_prefix("user.cubby.") {
-            let pending = lock(&self.staged)
-                .get(&entry.id)
-                .is_some_and(|s| s.lock().dirty);
+            if key == "sync" && ino == ROOT_INO {
+                let status = serde_json::to_vec_pretty(&self.status())
+                    .map_err(|e| FsError::Io(e.to_string()))?;
+                return Ok(Some(status));
+            }
+            let pending = is_local(entry.id)
+                || lock(&self.staged)
+                    .get(&entry.id)
+                    .is_some_and(|s| s.lock().dirty);
             return Ok(match key {
                 "version" => Some(entry.version.to_string().into_bytes()),
                 "hash" => entry.hash.map(|h| h.to_hex().into_bytes()),
-                "status" if entry.kind == EntryKind::File => Some(if pending {
-                    b"pending".to_vec()
-                } else {
-                    b"synced".to_vec()
-                }),
+                "status" if entry.kind == EntryKind::File => {
+                    Some(if self.sync.is_conflicted(entry.id) {
+                        b"conflict".to_vec()
+                    } else if pending {
+                        b"pending".to_vec()
+                    } else {
+                        b"synced".to_vec()
+                    })
+                }
                 _ => None,
             });
         }
@@ -926,17 +1326,20 @@ impl CubbyFs {
             return Err(FsError::NotSupported);
         }
         Ok(self
-            .block_on(self.remote.xattr(entry.id, name))?
+            .call(self.remote.xattr(entry.id, name))?
             .map(|v| v.to_vec()))
     }
 
     pub fn xattr_names(&self, ino: u64) -> FsResult<Vec<String>> {
         let entry = self.getattr(ino)?;
         let mut names = vec!["user.cubby.version".to_owned()];
+        if ino == ROOT_INO {
+            names.push("user.cubby.sync".to_owned());
+        }
         if entry.kind == EntryKind::File {
             names.extend(["user.cubby.hash".to_owned(), "user.cubby.status".to_owned()]);
         }
-        names.extend(self.block_on(self.remote.xattr_names(entry.id))?);
+        names.extend(self.call(self.remote.xattr_names(entry.id))?);
         Ok(names)
     }
 
@@ -961,10 +1364,10 @@ impl CubbyFs {
             (false, true) => "replace",
             (false, false) => "any",
         };
-        match self.block_on(self.remote.set_xattr(id, name, value, mode)) {
+        match self.call(self.remote.set_xattr(id, name, value, mode)) {
             Ok(()) => Ok(()),
-            Err(e) if e.code() == Some(ErrorCode::NotFound) && replace => Err(FsError::NoAttribute),
-            Err(e) => Err(e.into()),
+            Err(FsError::NotFound) if replace => Err(FsError::NoAttribute),
+            Err(e) => Err(e),
         }
     }
 
@@ -976,10 +1379,10 @@ impl CubbyFs {
         if !name.starts_with("user.") {
             return Err(FsError::NotSupported);
         }
-        match self.block_on(self.remote.remove_xattr(id, name)) {
+        match self.call(self.remote.remove_xattr(id, name)) {
             Ok(()) => Ok(()),
-            Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::NoAttribute),
-            Err(e) => Err(e.into()),
+            Err(FsError::NotFound) => Err(FsError::NoAttribute),
+            Err(e) => Err(e),
         }
     }
 }

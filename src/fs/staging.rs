@@ -56,7 +56,11 @@ pub fn recover(dir: &Path) -> std::io::Result<Vec<Pending>> {
     let mut pending = Vec::new();
     let mut data_files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            continue;
+        }
+        let path = entry.path();
         match path.extension().and_then(|e| e.to_str()) {
             Some("pending") => {
                 let data = path.with_extension("");
@@ -82,12 +86,6 @@ pub fn recover(dir: &Path) -> std::io::Result<Vec<Pending>> {
         }
     }
     Ok(pending)
-}
-
-/// Removes a recovered file and its record (after the server committed it).
-pub fn finish(pending: &Pending) {
-    let _ = std::fs::remove_file(record_path(&pending.data));
-    let _ = std::fs::remove_file(&pending.data);
 }
 
 /// One file's staged content.
@@ -173,8 +171,28 @@ impl Staged {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records, durably, that this content must reach the server (see the module docs).
-    pub fn record_pending(&self, state: &StagedState) -> std::io::Result<()> {
+    /// A staged file a previous run left pending: its content waits for upload.
+    pub fn adopt(pending: Pending) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&pending.data)?;
+        Ok(Self {
+            path: pending.data,
+            file,
+            state: Mutex::new(StagedState {
+                target_id: pending.record.target_id,
+                base_version: pending.record.base_version,
+                dirty: true,
+                modified_ns: None,
+            }),
+        })
+    }
+
+    /// Records that this content must reach the server (see the module docs). With
+    /// `durable`, the record and the content survive a crash of the machine; without,
+    /// they survive the daemon (a close, which makes no durability promise).
+    pub fn record_pending(&self, state: &StagedState, durable: bool) -> std::io::Result<()> {
         let record = PendingRecord {
             target_id: state.target_id,
             base_version: state.base_version,
@@ -183,9 +201,11 @@ impl Staged {
         let tmp = path.with_extension("tmp");
         let mut file = File::create(&tmp)?;
         std::io::Write::write_all(&mut file, &serde_json::to_vec(&record)?)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp, &path)?;
-        if let Some(dir) = path.parent() {
+        if durable && let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
         }
         Ok(())

@@ -69,7 +69,9 @@ fn http_client() -> reqwest::Client {
     }
     reqwest::Client::builder()
         .default_headers(headers)
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        // A server that accepts but never answers is as good as unreachable.
+        .read_timeout(Duration::from_secs(20))
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .expect("HTTP client builds")
@@ -180,6 +182,22 @@ impl Remote {
     /// `GET /file/{id}`.
     pub async fn entry(&self, id: u64) -> Result<Entry, RemoteError> {
         self.get_json(&format!("/file/{id}")).await
+    }
+
+    /// `GET /changes`: this user's changes after `cursor` (none: just the current
+    /// cursor), waiting up to `wait` for one.
+    pub async fn changes(
+        &self,
+        cursor: Option<u64>,
+        wait: Duration,
+    ) -> Result<cubby_proto::api::ChangesResponse, RemoteError> {
+        let mut request = self
+            .request(reqwest::Method::GET, "/changes")
+            .query(&[("timeout_secs", wait.as_secs())]);
+        if let Some(cursor) = cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        self.call(request).await
     }
 
     /// `GET /list?id=`: the children of a directory.

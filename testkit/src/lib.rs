@@ -78,8 +78,14 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
+        // After the first start, the same address: clients find it again.
+        let listen = self
+            .url
+            .strip_prefix("http://")
+            .unwrap_or("127.0.0.1:0")
+            .to_owned();
         let mut child = Command::new(server_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--listen", &listen, "--data"])
             .arg(self.data.path())
             .args(&self.extra_args)
             .env("RUST_LOG", "warn")
@@ -112,13 +118,13 @@ impl TestServer {
         }
     }
 
-    /// Starts a stopped server again on the same data directory (a new port).
+    /// Starts a stopped server again on the same data directory and address.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "the server is running");
         self.spawn();
     }
 
-    /// Stops and starts the server on the same data directory (a new port).
+    /// Stops and starts the server on the same data directory and address.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -443,6 +449,19 @@ impl Mount {
     /// Stops the daemon and mounts again with the same staging area and cache.
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn();
+    }
+
+    /// Kills the daemon with SIGKILL (no clean shutdown), runs `between` (while no
+    /// daemon runs), then mounts again with the same staging area and cache.
+    pub fn kill_and_restart_after(&mut self, between: impl FnOnce()) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The kernel keeps a dead mount until it is unmounted.
+        self.stop();
+        between();
         self.spawn();
     }
 }

@@ -1,0 +1,513 @@
+//! The sync worker: sends what waits locally (journaled namespace changes, in order,
+//! then staged content) to the server, and tells the mount whether it is online.
+//!
+//! One thread, woken when work arrives. A transport failure marks the mount offline;
+//! the worker then retries with capped exponential backoff (250 ms doubling to 4 s), and
+//! the first request that succeeds marks it online again. A change the server refuses
+//! for good (its parent was deleted elsewhere, say) is logged as the last error and
+//! dropped; content is never dropped: a stale or vanished target gets a conflicted copy.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use cubby_proto::api::{AttrsRequest, CreateRequest, Entry, EntryKind};
+use serde::{Deserialize, Serialize};
+
+use super::journal::Op;
+use super::{CubbyFs, FsError, FsResult, lock};
+use crate::conflict::conflicted_name;
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(4);
+
+/// What the mount knows about its connection and its queue.
+#[derive(Debug)]
+pub struct SyncState {
+    online: AtomicBool,
+    uploads: Mutex<VecDeque<u64>>,
+    wake: Condvar,
+    woken: Mutex<bool>,
+    retries: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    conflicts: Mutex<Vec<ConflictNote>>,
+    conflicted: Mutex<HashSet<u64>>,
+    /// Entries this mount changed lately: their feed entries are echoes of our own.
+    touched: Mutex<HashMap<u64, Instant>>,
+}
+
+/// How long a change this mount made is taken to be the cause of feed entries about it.
+const ECHO_WINDOW: Duration = Duration::from_secs(5);
+
+impl Default for SyncState {
+    fn default() -> Self {
+        Self {
+            online: AtomicBool::new(true),
+            uploads: Mutex::new(VecDeque::new()),
+            wake: Condvar::new(),
+            woken: Mutex::new(false),
+            retries: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            conflicts: Mutex::new(Vec::new()),
+            conflicted: Mutex::new(HashSet::new()),
+            touched: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl SyncState {
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub fn went_offline(&self, why: &str) {
+        if self.online.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = why, "server unreachable: working offline");
+        }
+        *lock(&self.last_error) = Some(why.to_owned());
+        self.kick();
+    }
+
+    fn came_online(&self) {
+        if !self.online.swap(true, Ordering::Relaxed) {
+            tracing::info!("server reachable again");
+        }
+    }
+
+    /// Wakes the worker.
+    pub fn kick(&self) {
+        *lock(&self.woken) = true;
+        self.wake.notify_one();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let woken = lock(&self.woken);
+        let (mut woken, _) = self
+            .wake
+            .wait_timeout_while(woken, timeout, |woken| !*woken)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *woken = false;
+    }
+
+    /// Queues file `id`'s staged content for upload.
+    pub fn queue_upload(&self, id: u64) {
+        let mut uploads = lock(&self.uploads);
+        if !uploads.contains(&id) {
+            uploads.push_back(id);
+        }
+        drop(uploads);
+        self.kick();
+    }
+
+    pub fn conflict(&self, file: u64, copy: u64) {
+        lock(&self.conflicted).extend([file, copy]);
+        lock(&self.conflicts).push(ConflictNote { file, copy });
+    }
+
+    /// This mount just changed entry `id`.
+    pub fn touched(&self, id: u64) {
+        let mut touched = lock(&self.touched);
+        let now = Instant::now();
+        if touched.len() > 10_000 {
+            touched.retain(|_, when| now.duration_since(*when) < ECHO_WINDOW);
+        }
+        touched.insert(id, now);
+    }
+
+    fn touched_lately(&self, id: u64) -> bool {
+        lock(&self.touched)
+            .get(&id)
+            .is_some_and(|when| when.elapsed() < ECHO_WINDOW)
+    }
+
+    pub fn is_conflicted(&self, id: u64) -> bool {
+        lock(&self.conflicted).contains(&id)
+    }
+}
+
+/// A write that lost a race: its bytes are in `copy`, beside `file`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConflictNote {
+    pub file: u64,
+    pub copy: u64,
+}
+
+/// A staged file waiting for upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingUpload {
+    pub id: u64,
+    pub name: String,
+    pub bytes: u64,
+}
+
+/// What `cubby status` shows (the root's `user.cubby.sync` attribute, as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub online: bool,
+    /// Journaled namespace changes plus files waiting for upload.
+    pub queue_depth: usize,
+    pub pending_operations: usize,
+    pub pending_uploads: Vec<PendingUpload>,
+    pub pending_bytes: u64,
+    /// Failed attempts to reach the server since the mount started.
+    pub retries: u64,
+    pub conflicts: Vec<ConflictNote>,
+    pub last_error: Option<String>,
+}
+
+/// How long one poll of the change feed waits on the server (under the client's read
+/// timeout).
+const FEED_WAIT: Duration = Duration::from_secs(15);
+
+/// Starts the sync worker and the change-feed follower of `fs`; they stop when the
+/// filesystem is dropped.
+pub fn start(fs: &Arc<CubbyFs>) {
+    let weak = Arc::downgrade(fs);
+    std::thread::Builder::new()
+        .name("cubby-sync".into())
+        .spawn(move || run(weak))
+        .expect("the sync thread starts");
+    fs.runtime.spawn(follow(Arc::downgrade(fs)));
+}
+
+/// Follows the server's change feed: every change drops what the mount and the
+/// kernel cached about the entry and the directories it was and is in.
+async fn follow(fs: Weak<CubbyFs>) {
+    let mut cursor = None;
+    loop {
+        let Some(strong) = fs.upgrade() else { return };
+        let remote = strong.remote.clone();
+        drop(strong);
+        match remote.changes(cursor, FEED_WAIT).await {
+            Ok(batch) => {
+                let Some(fs) = fs.upgrade() else { return };
+                if batch.reset {
+                    fs.forget_everything();
+                } else {
+                    for change in &batch.changes {
+                        fs.changed(change);
+                    }
+                }
+                cursor = Some(batch.cursor);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "change feed unavailable");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn run(fs: Weak<CubbyFs>) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let Some(fs) = fs.upgrade() else { return };
+        match fs.sync_step() {
+            Ok(true) => backoff = BACKOFF_FIRST,
+            Ok(false) => {
+                backoff = BACKOFF_FIRST;
+                let sync = Arc::clone(&fs);
+                drop(fs);
+                sync.sync.wait(Duration::from_secs(1));
+            }
+            Err(()) => {
+                fs.sync.retries.fetch_add(1, Ordering::Relaxed);
+                drop(fs);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+impl CubbyFs {
+    /// One pass of the worker: `Ok(true)` when it sent something, `Ok(false)` when
+    /// there was nothing to send, `Err` when the server could not be reached.
+    fn sync_step(&self) -> Result<bool, ()> {
+        if !self.sync.is_online() {
+            match self.block_on(self.remote.root()) {
+                Ok(_) => self.sync.came_online(),
+                Err(error) => {
+                    self.remote_failed(error);
+                    return Err(());
+                }
+            }
+        }
+        let mut worked = false;
+        while let Some((seq, op)) = self.journal.first() {
+            match self.replay(&op) {
+                Ok(()) => {}
+                Err(FsError::Offline) => return Err(()),
+                Err(error) => {
+                    tracing::error!(?op, %error, "the server refused a journaled change; dropped");
+                    *lock(&self.sync.last_error) = Some(format!("{op:?}: {error}"));
+                }
+            }
+            {
+                let mut overlay = lock(&self.overlay);
+                self.journal.done(seq);
+                overlay.retire(&op, |id| self.journal.canonical(id));
+            }
+            self.forget_op(&op);
+            worked = true;
+        }
+        loop {
+            let Some(id) = lock(&self.sync.uploads).pop_front() else {
+                break;
+            };
+            match self.upload(id) {
+                Ok(()) => worked = true,
+                Err(error) => {
+                    lock(&self.sync.uploads).push_front(id);
+                    if !matches!(error, FsError::Offline) {
+                        tracing::warn!(file = id, %error, "upload failed; will retry");
+                        *lock(&self.sync.last_error) = Some(error.to_string());
+                    }
+                    return Err(());
+                }
+            }
+        }
+        Ok(worked)
+    }
+
+    /// Another client changed an entry: what this mount and the kernel cached about it
+    /// and the directories it left and entered goes. Only names that went away are
+    /// dropped from the kernel (dropping a live directory's name would cut off a
+    /// process working in it); a new name shows within the kernel's 1 s entry TTL.
+    fn changed(&self, change: &cubby_proto::api::Change) {
+        if self.sync.touched_lately(change.entry_id) {
+            return;
+        }
+        self.entries.invalidate(&change.entry_id);
+        self.listings.invalidate(&change.entry_id);
+        let kernel = self.kernel.get();
+        if let Some(kernel) = kernel {
+            kernel.forget_attributes(self.ino_of(change.entry_id));
+        }
+        let places = [
+            (change.parent_id, None),
+            (change.old_parent_id, change.old_name.as_deref()),
+        ];
+        for (parent, name) in places {
+            let Some(parent) = parent else { continue };
+            self.listings.invalidate(&parent);
+            self.entries.invalidate(&parent);
+            if let (Some(kernel), Some(name)) = (kernel, name) {
+                kernel.forget_name(self.ino_of(parent), name);
+                kernel.forget_attributes(self.ino_of(parent));
+            }
+        }
+    }
+
+    /// The feed's history is gone: nothing cached can be trusted.
+    fn forget_everything(&self) {
+        self.entries.invalidate_all();
+        self.listings.invalidate_all();
+    }
+
+    /// Drops cached server state an applied operation changed.
+    fn forget_op(&self, op: &Op) {
+        let canon = |id| self.journal.canonical(id);
+        match op {
+            Op::Create { entry, .. } | Op::Mkdir { entry } | Op::Rename { entry, .. } => {
+                self.listings.invalidate(&canon(entry.id));
+                self.entries.invalidate(&canon(entry.id));
+                self.listings.invalidate(&self.root_id);
+                if let Some(parent) = entry.parent_id {
+                    self.listings.invalidate(&canon(parent));
+                }
+                // A move also changes the old parent, which the op does not name.
+                if matches!(op, Op::Rename { .. }) {
+                    self.listings.invalidate_all();
+                }
+            }
+            Op::Delete { id } => {
+                self.entries.invalidate(&canon(*id));
+                self.listings.invalidate_all();
+            }
+        }
+    }
+
+    /// Applies one journaled operation on the server.
+    fn replay(&self, op: &Op) -> FsResult<()> {
+        let canon = |id| self.journal.canonical(id);
+        match op {
+            Op::Create { entry, uid, gid } => {
+                let parent = canon(entry.parent_id.ok_or(FsError::Invalid)?);
+                let create = |parent: u64, name: &str| {
+                    let request = CreateRequest {
+                        parent_id: parent,
+                        name: name.to_owned(),
+                        mode: (entry.mode != 0o644).then_some(entry.mode),
+                        uid: *uid,
+                        gid: *gid,
+                    };
+                    self.call(self.remote.create(&request))
+                };
+                let adopt =
+                    |existing: &Entry| existing.kind == EntryKind::File && existing.size == 0;
+                let created = self.create_or_place(parent, &entry.name, create, adopt)?;
+                self.resolved(entry.id, &created)
+            }
+            Op::Mkdir { entry } => {
+                let parent = canon(entry.parent_id.ok_or(FsError::Invalid)?);
+                let mkdir = |parent: u64, name: &str| {
+                    self.call(self.remote.mkdir_in(parent, name, entry.mode))
+                };
+                let adopt = |existing: &Entry| existing.kind == EntryKind::Dir;
+                let created = self.create_or_place(parent, &entry.name, mkdir, adopt)?;
+                if entry.uid.is_some() || entry.gid.is_some() {
+                    let attrs = AttrsRequest {
+                        uid: entry.uid,
+                        gid: entry.gid,
+                        ..AttrsRequest::default()
+                    };
+                    self.call(self.remote.set_attrs(created.id, &attrs))?;
+                }
+                self.resolved(entry.id, &created)
+            }
+            Op::Rename { entry, replaced } => {
+                let id = canon(entry.id);
+                let parent = canon(entry.parent_id.ok_or(FsError::Invalid)?);
+                if let Some(replaced) = replaced {
+                    let target = canon(*replaced);
+                    let target_entry = match self.call(self.remote.entry(target)) {
+                        Ok(found) => Some(found),
+                        Err(FsError::NotFound) => None,
+                        Err(error) => return Err(error),
+                    };
+                    if let Some(target_entry) = target_entry
+                        && target_entry.kind == EntryKind::File
+                        && entry.kind == EntryKind::File
+                    {
+                        return self.save_over(id, target);
+                    }
+                }
+                let mut attempt = 0;
+                loop {
+                    let name = match attempt {
+                        0 => entry.name.clone(),
+                        n => conflicted_name(&entry.name, &self.host, SystemTime::now(), n),
+                    };
+                    let replace = replaced.is_some() && attempt == 0;
+                    match self.call(self.remote.move_to(id, parent, &name, replace)) {
+                        Ok(_) => return Ok(()),
+                        Err(FsError::Exists | FsError::NotEmpty) if attempt < 20 => attempt += 1,
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            Op::Delete { id } => match self.call(self.remote.delete_id(canon(*id), false)) {
+                Ok(_) | Err(FsError::NotFound) => Ok(()),
+                Err(error) => Err(error),
+            },
+        }
+    }
+
+    /// Creates `name` in `parent` with `make`; when the name is taken, adopts what is
+    /// there if `adopt` says so (a retried create), else uses a conflicted name. A
+    /// vanished parent puts the entry in the root.
+    fn create_or_place(
+        &self,
+        parent: u64,
+        name: &str,
+        make: impl Fn(u64, &str) -> FsResult<Entry>,
+        adopt: impl Fn(&Entry) -> bool,
+    ) -> FsResult<Entry> {
+        let mut parent = parent;
+        let mut attempt = 0;
+        loop {
+            let candidate = match attempt {
+                0 => name.to_owned(),
+                n => conflicted_name(name, &self.host, SystemTime::now(), n),
+            };
+            match make(parent, &candidate) {
+                Ok(entry) => return Ok(entry),
+                Err(FsError::Exists) if attempt == 0 => {
+                    let children = self.call(self.remote.children(parent))?;
+                    if let Some(existing) = children.iter().find(|e| e.name == candidate)
+                        && adopt(existing)
+                    {
+                        return Ok(existing.clone());
+                    }
+                    attempt += 1;
+                }
+                Err(FsError::Exists) if attempt < 20 => attempt += 1,
+                Err(FsError::NotFound) if parent != self.root_id => {
+                    parent = self.root_id;
+                    attempt = attempt.max(1);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The server created local entry `local` as `created`: later operations, staged
+    /// content and the inode all follow.
+    fn resolved(&self, local: u64, created: &Entry) -> FsResult<()> {
+        {
+            let mut overlay = lock(&self.overlay);
+            self.journal.resolve(local, created.id)?;
+            overlay.rekey(local, created.id);
+        }
+        lock(&self.local_inos).insert(created.id, local);
+        self.remember(created);
+        let staged = lock(&self.staged).remove(&local);
+        if let Some(staged) = staged {
+            {
+                let mut state = staged.lock();
+                if super::journal::is_local(state.target_id) {
+                    state.target_id = created.id;
+                }
+                if state.dirty {
+                    staged.record_pending(&state, false)?;
+                }
+            }
+            lock(&self.staged).insert(created.id, staged);
+        }
+        let mut uploads = lock(&self.sync.uploads);
+        for queued in uploads.iter_mut() {
+            if *queued == local {
+                *queued = created.id;
+            }
+        }
+        Ok(())
+    }
+
+    /// The mount's sync state, for `cubby status`.
+    pub fn status(&self) -> SyncStatus {
+        let staged: Vec<_> = lock(&self.staged)
+            .iter()
+            .map(|(id, staged)| (*id, Arc::clone(staged)))
+            .collect();
+        let pending_uploads: Vec<PendingUpload> = staged
+            .into_iter()
+            .filter(|(_, staged)| staged.lock().dirty)
+            .map(|(id, staged)| PendingUpload {
+                id,
+                name: self
+                    .known_entries
+                    .get(&id)
+                    .map(|e| e.name)
+                    .or_else(|| match self.overlaid(id) {
+                        super::Overlaid::Present(entry) => Some(entry.name),
+                        _ => None,
+                    })
+                    .unwrap_or_default(),
+                bytes: staged.len().unwrap_or(0),
+            })
+            .collect();
+        let pending_operations = self.journal.len();
+        SyncStatus {
+            online: self.sync.is_online(),
+            queue_depth: pending_operations + pending_uploads.len(),
+            pending_operations,
+            pending_bytes: pending_uploads.iter().map(|p| p.bytes).sum(),
+            pending_uploads,
+            retries: self.sync.retries.load(Ordering::Relaxed),
+            conflicts: lock(&self.sync.conflicts).clone(),
+            last_error: lock(&self.sync.last_error).clone(),
+        }
+    }
+}
