@@ -449,16 +449,27 @@ impl CubbyFs {
             .ok_or(FsError::NotFound)
     }
 
-    /// The entry with what local staging knows on top (size of unsaved writes).
+    /// The entry with what local staging knows on top (size and time of writes not
+    /// yet committed).
     fn with_local_state(&self, mut entry: Entry) -> Entry {
-        if let Some(staged) = lock(&self.staged).get(&entry.id).cloned()
-            && let Ok(len) = staged.len()
-        {
+        let Some(staged) = lock(&self.staged).get(&entry.id).cloned() else {
+            return entry;
+        };
+        let state = staged.lock();
+        if !state.dirty {
+            drop(state);
+            // A commit may have finished while `entry` was read: the entry cached now
+            // is the committed one.
+            return self.entry(entry.id).unwrap_or(entry);
+        }
+        let modified = state.modified_ns;
+        drop(state);
+        if let Ok(len) = staged.len() {
             entry.size = len;
-            if let Some(modified) = staged.lock().modified_ns {
-                entry.mtime_ns = modified;
-                entry.ctime_ns = modified;
-            }
+        }
+        if let Some(modified) = modified {
+            entry.mtime_ns = modified;
+            entry.ctime_ns = modified;
         }
         entry
     }
