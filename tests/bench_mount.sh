@@ -53,6 +53,15 @@ unmount_cubby() {
   mount_pid=
 }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# Waits until the mount has sent everything (close uploads in the background).
+wait_uploaded() {
+  [ "$1" = "$mnt" ] || return 0
+  for _ in $(seq 6000); do
+    "$bin/cubby" status "$mnt" --json | python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["online"] and s["queue_depth"] == 0 else 1)' && return
+    sleep 0.05
+  done
+  echo "the mount did not finish uploading" >&2; exit 1
+}
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 row() { # row NAME LOCAL_SECONDS MOUNT_SECONDS [higher-is-better-unit-amount]
@@ -88,19 +97,20 @@ bench() { # bench LABEL DIR -> sets t_<label>
   drop_caches
   t0=$(now); dd if="$dir/big" of=/dev/null bs=1M status=none; t1=$(now); warm=$(secs "$t0" "$t1")
   t0=$(now); dd if="$dir/big" of=/dev/null bs=1M status=none; t1=$(now); reread=$(secs "$t0" "$t1")
-  t0=$(now); tar xf "$work/small.tar" -C "$dir"; sync; t1=$(now); untar=$(secs "$t0" "$t1")
+  t0=$(now); tar xf "$work/small.tar" -C "$dir"; t1=$(now); untar=$(secs "$t0" "$t1")
+  sync; wait_uploaded "$dir"; t1=$(now); untar_sent=$(secs "$t0" "$t1")
   if [ "$dir" = "$mnt" ]; then unmount_cubby; drop_caches; mount_cubby; else drop_caches; fi
   t0=$(now); ls -lR "$dir/small" >/dev/null; t1=$(now); lscold=$(secs "$t0" "$t1")
   t0=$(now); ls -lR "$dir/small" >/dev/null; t1=$(now); lswarm=$(secs "$t0" "$t1")
   t0=$(now); find "$dir/small" -type f -exec cat {} + >/dev/null; t1=$(now); readall=$(secs "$t0" "$t1")
   t0=$(now); rm -r "$dir/small"; t1=$(now); delete=$(secs "$t0" "$t1")
-  echo "$w $cold $warm $reread $untar $lscold $lswarm $readall $delete"
+  echo "$w $cold $warm $reread $untar $untar_sent $lscold $lswarm $readall $delete"
 }
 
 echo "running on the local directory..."
-read -r lw lc lwa lr lu llc llw lra ld < <(bench "$work/local")
+read -r lw lc lwa lr lu lus llc llw lra ld < <(bench "$work/local")
 echo "running on the mount..."
-read -r mw mc mwa mr mu mlc mlw mra md < <(bench "$mnt")
+read -r mw mc mwa mr mu mus mlc mlw mra md < <(bench "$mnt")
 
 # Small edits of the large file on the mount: bytes the server received for them.
 sent() { # bytes of the last upload = size - reused, from the server's log
@@ -112,10 +122,10 @@ reused = int(re.search(r"reused_bytes\D*(\d+)", last).group(1))
 print(reused)
 PY
 }
-t0=$(now); printf 'X' | dd of="$mnt/big" bs=1 seek=$((size_mib << 19)) conv=notrunc status=none; t1=$(now)
+t0=$(now); printf 'X' | dd of="$mnt/big" bs=1 seek=$((size_mib << 19)) conv=notrunc status=none; wait_uploaded "$mnt"; t1=$(now)
 overwrite_t=$(secs "$t0" "$t1"); overwrite_reused=$(sent)
 t0=$(now); { printf 'Y'; cat /dev/shm/cubby-bench-src; } >"$work/inserted"; t1=$(now)
-t0=$(now); cp "$work/inserted" "$mnt/big"; t1=$(now)
+t0=$(now); cp "$work/inserted" "$mnt/big"; wait_uploaded "$mnt"; t1=$(now)
 insert_t=$(secs "$t0" "$t1"); insert_reused=$(sent)
 size_bytes=$((size_mib << 20))
 
@@ -126,6 +136,7 @@ row "cold read" "$lc" "$mc"
 row "warm read (chunk cache)" "$lwa" "$mwa"
 row "re-read (page cache)" "$lr" "$mr"
 row "untar small files" "$lu" "$mu"
+row "untar, until uploaded" "$lus" "$mus"
 row "ls -lR cold" "$llc" "$mlc"
 row "ls -lR warm" "$llw" "$mlw"
 row "read all small files" "$lra" "$mra"

@@ -343,6 +343,24 @@ impl CubbyFs {
         }
     }
 
+    /// This mount created `entry`: it joins the cached listing of its directory (kept
+    /// rather than fetched again, which would cost a round trip per file of an untar).
+    fn created(&self, entry: &Entry) {
+        self.sync.touched(entry.id);
+        self.remember(entry);
+        if let Some(parent) = entry.parent_id {
+            self.sync.touched(parent);
+            self.entries.invalidate(&parent);
+            if let Some(listing) = self.listings.get(&parent) {
+                let mut listing = (*listing).clone();
+                listing.retain(|e| e.id != entry.id && e.name != entry.name);
+                listing.push(entry.clone());
+                self.listings.insert(parent, Arc::new(listing));
+            }
+        }
+        self.known_placed(entry);
+    }
+
     /// A change this mount made: the entry is now as given, in its parent.
     fn known_placed(&self, entry: &Entry) {
         self.known_entries.insert(entry.id, entry.clone());
@@ -449,27 +467,35 @@ impl CubbyFs {
             .ok_or(FsError::NotFound)
     }
 
-    /// The entry with what local staging knows on top (size and time of writes not
-    /// yet committed).
+    /// The entry with what local staging knows on top: size and times of writes, and
+    /// attribute changes, not yet committed.
     fn with_local_state(&self, mut entry: Entry) -> Entry {
         let Some(staged) = lock(&self.staged).get(&entry.id).cloned() else {
             return entry;
         };
         let state = staged.lock();
-        if !state.dirty {
+        if !state.pending() {
             drop(state);
             // A commit may have finished while `entry` was read: the entry cached now
             // is the committed one.
             return self.entry(entry.id).unwrap_or(entry);
         }
-        let modified = state.modified_ns;
+        let (dirty, modified, attrs) = (state.dirty, state.modified_ns, state.attrs.clone());
         drop(state);
-        if let Ok(len) = staged.len() {
+        if dirty && let Ok(len) = staged.len() {
             entry.size = len;
         }
         if let Some(modified) = modified {
             entry.mtime_ns = modified;
             entry.ctime_ns = modified;
+        }
+        entry.mode = attrs.mode.unwrap_or(entry.mode);
+        entry.uid = attrs.uid.or(entry.uid);
+        entry.gid = attrs.gid.or(entry.gid);
+        entry.mtime_ns = attrs.mtime_ns.unwrap_or(entry.mtime_ns);
+        entry.atime_ns = attrs.atime_ns.unwrap_or(entry.atime_ns);
+        if let Some(changed) = attrs.changed_ns {
+            entry.ctime_ns = entry.ctime_ns.max(changed);
         }
         entry
     }
@@ -564,9 +590,7 @@ impl CubbyFs {
             match self.call(self.remote.mkdir_in(parent, name, mode & 0o7777)) {
                 Ok(entry) => {
                     let entry = self.label_created(entry, owner)?;
-                    self.forget(entry.id, Some(parent));
-                    self.remember(&entry);
-                    self.known_placed(&entry);
+                    self.created(&entry);
                     return Ok(entry);
                 }
                 Err(FsError::Offline) => {}
@@ -590,9 +614,7 @@ impl CubbyFs {
         let parent = self.id_of(parent_ino);
         let entry = self.call(self.remote.symlink_in(parent, name_of(name)?, target))?;
         let entry = self.label_created(entry, owner)?;
-        self.forget(entry.id, Some(parent));
-        self.remember(&entry);
-        self.known_placed(&entry);
+        self.created(&entry);
         Ok(entry)
     }
 
@@ -616,9 +638,7 @@ impl CubbyFs {
         };
         let entry = self.call(self.remote.mknod(&request))?;
         let entry = self.label_created(entry, owner)?;
-        self.forget(entry.id, Some(parent));
-        self.remember(&entry);
-        self.known_placed(&entry);
+        self.created(&entry);
         Ok(entry)
     }
 
@@ -821,7 +841,26 @@ impl CubbyFs {
             }
             self.truncate(&entry, size)?;
         }
-        if mode.is_some() || mtime.is_some() || atime.is_some() || uid.is_some() || gid.is_some() {
+        let any =
+            mode.is_some() || mtime.is_some() || atime.is_some() || uid.is_some() || gid.is_some();
+        // A file whose content waits for upload takes its attributes along.
+        let staged = lock(&self.staged).get(&entry.id).cloned();
+        if any && let Some(staged) = staged {
+            let mut state = staged.lock();
+            if state.pending() {
+                let attrs = &mut state.attrs;
+                attrs.mode = mode.map(|m| m & 0o7777).or(attrs.mode);
+                attrs.uid = uid.or(attrs.uid);
+                attrs.gid = gid.or(attrs.gid);
+                attrs.mtime_ns = mtime.map(unix_ns).or(attrs.mtime_ns);
+                attrs.atime_ns = atime.map(unix_ns).or(attrs.atime_ns);
+                attrs.changed_ns = Some(unix_ns(SystemTime::now()));
+                staged.record_pending(&state, false)?;
+                drop(state);
+                return self.getattr(ino);
+            }
+        }
+        if any {
             let attrs = AttrsRequest {
                 mode: mode.map(|m| m & 0o7777),
                 mtime_ns: mtime.map(unix_ns),
@@ -952,9 +991,7 @@ impl CubbyFs {
             };
             match self.call(self.remote.create(&request)) {
                 Ok(entry) => {
-                    self.forget(entry.id, Some(parent));
-                    self.remember(&entry);
-                    self.known_placed(&entry);
+                    self.created(&entry);
                     created = Some(entry);
                 }
                 Err(FsError::Offline) => {}
@@ -1153,7 +1190,7 @@ impl CubbyFs {
     /// A writer closed: changes wait for upload, recorded so a restart sends them.
     fn closed(&self, id: u64, staged: &Staged) -> FsResult<()> {
         let state = staged.lock();
-        if !state.dirty {
+        if !state.pending() {
             return Ok(());
         }
         staged.record_pending(&state, false)?;
@@ -1168,7 +1205,7 @@ impl CubbyFs {
         let mut map = lock(&self.staged);
         if let Some(staged) = map.get(&id)
             && Arc::strong_count(staged) == 1
-            && !staged.lock().dirty
+            && !staged.lock().pending()
         {
             staged.discard();
             map.remove(&id);
@@ -1187,72 +1224,109 @@ impl CubbyFs {
         result
     }
 
-    /// Commits a staged file if it has changes, waiting for the server. The content
-    /// is made durable locally first, so a failure loses nothing. On a stale base the
-    /// bytes are kept as a conflicted copy, and later commits go there.
+    /// Commits a staged file if it has changes, waiting for the server. Once the server
+    /// has committed, the content is durable there; if it could not, the content and
+    /// its pending record are made durable here before the error returns, so a failure
+    /// loses nothing. On a stale base the bytes are kept as a conflicted copy, and
+    /// later commits go there.
     fn commit_staged(&self, id: u64, staged: &Staged) -> FsResult<()> {
         let mut state = staged.lock();
-        if !state.dirty {
+        if !state.pending() {
             return Ok(());
         }
-        staged.file.sync_all()?;
-        staged.record_pending(&state, true)?;
+        staged.record_pending(&state, false)?;
+        let committed = self.commit_dirty(id, staged, &mut state);
+        if committed.is_err() {
+            staged.file.sync_all()?;
+            staged.record_pending(&state, true)?;
+        }
+        committed
+    }
+
+    fn commit_dirty(
+        &self,
+        id: u64,
+        staged: &Staged,
+        state: &mut staging::StagedState,
+    ) -> FsResult<()> {
         let target_id = self.journal.canonical(state.target_id);
         if is_local(target_id) {
             // Its creation is still journaled: the sync worker replays that first.
             return Err(FsError::Offline);
         }
         state.target_id = target_id;
-        let base = match state.base_version {
-            0 => self.created_base(target_id)?,
-            base => Some(base),
-        };
-        let committed = match base {
-            Some(base) => match self.block_on(transfer::commit_local(
-                &self.remote,
-                &staged.path,
-                &Target::File(target_id),
-                Some(base),
-            )) {
-                Ok(report) => Some(report),
-                Err(transfer::UploadError::Remote(error))
-                    if matches!(
-                        error.code(),
-                        Some(ErrorCode::VersionConflict | ErrorCode::NotFound)
-                    ) =>
-                {
-                    None
+        if state.dirty {
+            let base = match state.base_version {
+                0 => self.created_base(target_id)?,
+                base => Some(base),
+            };
+            let committed = match base {
+                Some(base) => match self.block_on(transfer::commit_local(
+                    &self.remote,
+                    &staged.path,
+                    &Target::File(target_id),
+                    Some(base),
+                )) {
+                    Ok(report) => Some(report),
+                    Err(transfer::UploadError::Remote(error))
+                        if matches!(
+                            error.code(),
+                            Some(ErrorCode::VersionConflict | ErrorCode::NotFound)
+                        ) =>
+                    {
+                        None
+                    }
+                    Err(transfer::UploadError::Remote(error)) => {
+                        return Err(self.remote_failed(error));
+                    }
+                    Err(error) => return Err(error.into()),
+                },
+                None => None,
+            };
+            let report = match committed {
+                Some(report) => report,
+                None => {
+                    let copy = self.keep_conflicted_copy(target_id, &staged.path)?;
+                    tracing::warn!(
+                        file = target_id,
+                        copy = copy.file_id,
+                        "conflict: kept a conflicted copy"
+                    );
+                    self.sync.conflict(target_id, copy.file_id);
+                    state.target_id = copy.file_id;
+                    copy
                 }
-                Err(transfer::UploadError::Remote(error)) => return Err(self.remote_failed(error)),
-                Err(error) => return Err(error.into()),
-            },
-            None => None,
-        };
-        let report = match committed {
-            Some(report) => report,
-            None => {
-                let copy = self.keep_conflicted_copy(target_id, &staged.path)?;
-                tracing::warn!(
-                    file = target_id,
-                    copy = copy.file_id,
-                    "conflict: kept a conflicted copy"
-                );
-                self.sync.conflict(target_id, copy.file_id);
-                state.target_id = copy.file_id;
-                copy
+            };
+            state.base_version = report.version;
+            state.dirty = false;
+            let modified = state.modified_ns.take();
+            let parent = self.entries.get(&report.file_id).and_then(|e| e.parent_id);
+            self.forget(report.file_id, parent);
+            lock(&self.cached_version).insert(id, report.version);
+            // What offline reads go by (the server's own times come with the next fetch).
+            if let Some(mut known) = self.known_entries.get(&report.file_id) {
+                known.size = report.size;
+                known.version = report.version;
+                known.hash = Some(report.hash);
+                known.mtime_ns = modified.unwrap_or(known.mtime_ns);
+                self.known_placed(&known);
             }
-        };
-        staged.clear_pending();
-        state.base_version = report.version;
-        state.dirty = false;
-        state.modified_ns = None;
-        let parent = self.entries.get(&report.file_id).and_then(|e| e.parent_id);
-        self.forget(report.file_id, parent);
-        // What offline reads will go by.
-        if let Ok(entry) = self.block_on(self.remote.entry(report.file_id)) {
-            self.known_placed(&entry);
         }
-        lock(&self.cached_version).insert(id, report.version);
+        if !state.attrs.is_empty() {
+            let pending = &state.attrs;
+            let attrs = AttrsRequest {
+                mode: pending.mode,
+                uid: pending.uid,
+                gid: pending.gid,
+                mtime_ns: pending.mtime_ns,
+                atime_ns: pending.atime_ns,
+            };
+            let updated = self.call(self.remote.set_attrs(state.target_id, &attrs))?;
+            state.attrs = staging::PendingAttrs::default();
+            self.remember(&updated);
+            self.known_placed(&updated);
+        }
+        staged.clear_pending();
         Ok(())
     }
 
@@ -1317,7 +1391,7 @@ impl CubbyFs {
             let pending = is_local(entry.id)
                 || lock(&self.staged)
                     .get(&entry.id)
-                    .is_some_and(|s| s.lock().dirty);
+                    .is_some_and(|s| s.lock().pending());
             return Ok(match key {
                 "version" => Some(entry.version.to_string().into_bytes()),
                 "hash" => entry.hash.map(|h| h.to_hex().into_bytes()),

@@ -29,13 +29,53 @@ pub struct StagedState {
     pub dirty: bool,
     /// When the content last changed locally (Unix nanoseconds), while not committed.
     pub modified_ns: Option<i64>,
+    /// Attribute changes made while the content waited, applied after its commit.
+    pub attrs: PendingAttrs,
+}
+
+/// Attribute changes (`chmod`, `chown`, `utimensat`) waiting for a staged file's
+/// commit, so an extracting `tar` costs no round trip per file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingAttrs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atime_ns: Option<i64>,
+    /// When they were made (the change time they show).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_ns: Option<i64>,
+}
+
+impl PendingAttrs {
+    pub fn is_empty(&self) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.mtime_ns.is_none()
+            && self.atime_ns.is_none()
+    }
+}
+
+impl StagedState {
+    /// Content or attributes wait to be sent.
+    pub fn pending(&self) -> bool {
+        self.dirty || !self.attrs.is_empty()
+    }
 }
 
 /// What a pending record holds.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PendingRecord {
     pub target_id: u64,
     pub base_version: u64,
+    #[serde(default)]
+    pub attrs: PendingAttrs,
 }
 
 /// A staged file a previous run could not commit.
@@ -69,9 +109,11 @@ pub fn recover(dir: &Path) -> std::io::Result<Vec<Pending>> {
                     .and_then(|b| serde_json::from_slice(&b).ok())
                 {
                     Some(record) if data.exists() => pending.push(Pending { data, record }),
-                    _ => {
-                        tracing::warn!(record = %path.display(), "unreadable pending record");
-                    }
+                    // Kept, with its data: nothing is removed that may not be sent.
+                    _ => tracing::error!(
+                        record = %path.display(),
+                        "unreadable pending record; its staged data is kept for recovery by hand"
+                    ),
                 }
             }
             Some("tmp") => {
@@ -115,6 +157,7 @@ impl Staged {
                 base_version,
                 dirty: false,
                 modified_ns: None,
+                attrs: PendingAttrs::default(),
             }),
         })
     }
@@ -163,6 +206,8 @@ impl Staged {
         let mut state = self.lock();
         state.dirty = true;
         state.modified_ns = Some(now);
+        // A write after `utimensat` moves the modification time on.
+        state.attrs.mtime_ns = None;
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, StagedState> {
@@ -185,6 +230,7 @@ impl Staged {
                 base_version: pending.record.base_version,
                 dirty: true,
                 modified_ns: None,
+                attrs: pending.record.attrs,
             }),
         })
     }
@@ -196,16 +242,29 @@ impl Staged {
         let record = PendingRecord {
             target_id: state.target_id,
             base_version: state.base_version,
+            attrs: state.attrs.clone(),
         };
+        let bytes = serde_json::to_vec(&record)?;
         let path = record_path(&self.path);
+        if !durable {
+            // In place: a new file (inode) per update makes ext4's inode allocator
+            // crawl through a busy staging directory. A record torn by a crash is kept
+            // with its data, never taken for an absent one (see `recover`).
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            file.write_all_at(&bytes, 0)?;
+            file.set_len(bytes.len() as u64)?;
+            return Ok(());
+        }
         let tmp = path.with_extension("tmp");
         let mut file = File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, &serde_json::to_vec(&record)?)?;
-        if durable {
-            file.sync_all()?;
-        }
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.sync_all()?;
         std::fs::rename(&tmp, &path)?;
-        if durable && let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
         }
         Ok(())

@@ -160,6 +160,10 @@ pub struct SyncStatus {
 /// timeout).
 const FEED_WAIT: Duration = Duration::from_secs(15);
 
+/// The pause after a batch of changes before asking for more (well inside the 2 s in
+/// which another mount's change must show).
+const FEED_BATCHING: Duration = Duration::from_millis(250);
+
 /// Starts the sync worker and the change-feed follower of `fs`; they stop when the
 /// filesystem is dropped.
 pub fn start(fs: &Arc<CubbyFs>) {
@@ -190,6 +194,11 @@ async fn follow(fs: Weak<CubbyFs>) {
                     }
                 }
                 cursor = Some(batch.cursor);
+                if !batch.changes.is_empty() {
+                    // Changes come in bursts (an untar): take them a few times a second
+                    // rather than once per change.
+                    tokio::time::sleep(FEED_BATCHING).await;
+                }
             }
             Err(error) => {
                 tracing::debug!(%error, "change feed unavailable");
@@ -460,7 +469,7 @@ impl CubbyFs {
                 if super::journal::is_local(state.target_id) {
                     state.target_id = created.id;
                 }
-                if state.dirty {
+                if state.pending() {
                     staged.record_pending(&state, false)?;
                 }
             }
@@ -483,7 +492,7 @@ impl CubbyFs {
             .collect();
         let pending_uploads: Vec<PendingUpload> = staged
             .into_iter()
-            .filter(|(_, staged)| staged.lock().dirty)
+            .filter(|(_, staged)| staged.lock().pending())
             .map(|(id, staged)| PendingUpload {
                 id,
                 name: self
