@@ -125,6 +125,7 @@ pub struct CubbyFs {
     prefetching: Arc<Mutex<std::collections::HashSet<ContentHash>>>,
     /// Staged files by entry id.
     staged: Mutex<HashMap<u64, Arc<Staged>>>,
+    spares: staging::Spares,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
     /// The version whose pages the kernel may hold, per entry.
@@ -210,6 +211,7 @@ impl CubbyFs {
             chunks,
             prefetching: Arc::new(Mutex::new(std::collections::HashSet::new())),
             staged: Mutex::new(HashMap::new()),
+            spares: staging::Spares::default(),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             cached_version: Mutex::new(HashMap::new()),
@@ -914,6 +916,7 @@ impl CubbyFs {
             &self.config.staging_dir,
             entry.id,
             entry.version,
+            &self.spares,
         )?);
         if !empty && entry.size > 0 {
             let manifest = self.manifest(entry.id, entry.version)?;
@@ -1014,6 +1017,7 @@ impl CubbyFs {
             &self.config.staging_dir,
             entry.id,
             entry.version,
+            &self.spares,
         )?);
         lock(&self.staged).insert(entry.id, Arc::clone(&staged));
         let fh = self.new_handle(Handle::Writer {
@@ -1207,7 +1211,7 @@ impl CubbyFs {
             && Arc::strong_count(staged) == 1
             && !staged.lock().pending()
         {
-            staged.discard();
+            staged.discard(&self.spares);
             map.remove(&id);
         }
     }
