@@ -192,6 +192,22 @@ impl Journal {
         self.lock().resolved.get(&id).copied().unwrap_or(id)
     }
 
+    /// The highest local id the journal names (in an operation or a resolution).
+    pub fn highest_local_id(&self) -> u64 {
+        let state = self.lock();
+        let in_ops = state.ops.values().flat_map(|op| match op {
+            Op::Create { entry, .. } | Op::Mkdir { entry } | Op::Rename { entry, .. } => {
+                vec![entry.id, entry.parent_id.unwrap_or(0)]
+            }
+            Op::Delete { id } => vec![*id],
+        });
+        in_ops
+            .chain(state.resolved.keys().copied())
+            .filter(|id| is_local(*id))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Every (local id, server id) pair known.
     pub fn resolutions(&self) -> Vec<(u64, u64)> {
         self.lock()

@@ -190,10 +190,12 @@ impl CubbyFs {
         let chunks = ChunkCache::open(&config.cache_dir, config.cache_bytes)?;
         let journal = Journal::open(&config.staging_dir.join("journal"))?;
         let ttl = config.metadata_ttl;
-        let first_local = journal::LOCAL_ID_BASE
+        // Never an id the journal still names, even if the clock went back.
+        let first_local = (journal::LOCAL_ID_BASE
             + SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64);
+                .map_or(0, |d| d.as_micros() as u64))
+        .max(journal.highest_local_id() + 1);
         let fs = Self {
             remote,
             runtime,
@@ -538,6 +540,19 @@ impl CubbyFs {
         !self.sync.is_online() || !self.journal.is_empty()
     }
 
+    /// Operations the journal does not carry (symlinks, special files, attributes,
+    /// extended attributes) wait until it is replayed, so the server knows every entry
+    /// they name and they land in order; offline they fail (EIO).
+    fn settle_journal(&self) -> FsResult<()> {
+        if self.journal.is_empty() {
+            return Ok(());
+        }
+        if !self.sync.is_online() {
+            return Err(FsError::Offline);
+        }
+        self.replay_journal().map(|_| ())
+    }
+
     /// Journals `op` and lays it over the local view (atomically for the sync worker).
     fn journal_op(&self, op: Op) -> FsResult<()> {
         {
@@ -613,6 +628,7 @@ impl CubbyFs {
         target: &str,
         owner: Owner,
     ) -> FsResult<Entry> {
+        self.settle_journal()?;
         let parent = self.id_of(parent_ino);
         let entry = self.call(self.remote.symlink_in(parent, name_of(name)?, target))?;
         let entry = self.label_created(entry, owner)?;
@@ -630,6 +646,7 @@ impl CubbyFs {
         rdev: u32,
         owner: Owner,
     ) -> FsResult<Entry> {
+        self.settle_journal()?;
         let parent = self.id_of(parent_ino);
         let request = cubby_proto::api::MknodRequest {
             parent_id: parent,
@@ -682,6 +699,7 @@ impl CubbyFs {
                 Ok(_) => {
                     self.forget(entry.id, entry.parent_id);
                     self.known_gone(entry.id, entry.parent_id);
+                    self.drop_pending_content(entry.id);
                     return Ok(());
                 }
                 Err(FsError::Offline) => {}
@@ -691,7 +709,25 @@ impl CubbyFs {
         if entry.kind == EntryKind::Dir && !self.children(entry.id)?.is_empty() {
             return Err(FsError::NotEmpty);
         }
-        self.journal_op(Op::Delete { id: entry.id })
+        self.journal_op(Op::Delete { id: entry.id })?;
+        self.drop_pending_content(entry.id);
+        Ok(())
+    }
+
+    /// A deleted file's waiting content is not sent (it would come back as a
+    /// conflicted copy). Writes through handles still open on it start over.
+    fn drop_pending_content(&self, id: u64) {
+        let id = self.journal.canonical(id);
+        let staged = lock(&self.staged).get(&id).cloned();
+        if let Some(staged) = staged {
+            let mut state = staged.lock();
+            state.dirty = false;
+            state.modified_ns = None;
+            state.attrs = staging::PendingAttrs::default();
+            staged.clear_pending();
+        }
+        self.sync.unqueue_upload(id);
+        self.unstage_if_idle(id);
     }
 
     pub fn unlink(&self, parent_ino: u64, name: &OsStr) -> FsResult<()> {
@@ -863,6 +899,8 @@ impl CubbyFs {
             }
         }
         if any {
+            self.settle_journal()?;
+            let id = self.journal.canonical(id);
             let attrs = AttrsRequest {
                 mode: mode.map(|m| m & 0o7777),
                 mtime_ns: mtime.map(unix_ns),
@@ -881,10 +919,16 @@ impl CubbyFs {
     fn truncate(&self, entry: &Entry, size: u64) -> FsResult<()> {
         let open = lock(&self.staged).get(&entry.id).cloned();
         match open {
-            // Open for writing: the change is committed with the rest at close.
-            Some(staged) => Ok(staged.truncate(size)?),
+            // Staged already: the change is queued like a close (an open writer's close
+            // queues it again).
+            Some(staged) => {
+                staged.truncate(size)?;
+                self.closed(entry.id, &staged)
+            }
             None if size == entry.size => Ok(()),
             None => {
+                // Fresh: a commit may have finished since `entry` was read.
+                let entry = &self.fetch_entry(entry.id)?;
                 let staged = self.stage(entry, size == 0)?;
                 staged.truncate(size)?;
                 self.closed(entry.id, &staged)
@@ -935,6 +979,9 @@ impl CubbyFs {
     /// Opens a file. Returns the handle and whether the kernel may keep its page cache.
     pub fn open(&self, ino: u64, write: bool, truncate: bool) -> FsResult<(u64, bool)> {
         let id = self.id_of(ino);
+        // The staged copy first: one that is gone by now was committed before the
+        // entry below is fetched, so that entry is at least the committed version.
+        let mut staged = lock(&self.staged).get(&id).cloned();
         // Close-to-open: what is current on the server now.
         let entry = self.fetch_entry(id)?;
         match entry.kind {
@@ -946,7 +993,19 @@ impl CubbyFs {
             | EntryKind::BlockDevice
             | EntryKind::Socket => return Err(FsError::Invalid),
         }
-        let staged = lock(&self.staged).get(&id).cloned();
+        // A clean copy of an older version (left by a handle released meanwhile) is
+        // not the file any more.
+        if let Some(copy) = &staged {
+            let state = copy.lock();
+            let stale = !state.pending() && state.base_version < entry.version;
+            drop(state);
+            if stale {
+                drop(staged.take());
+                self.unstage_if_idle(id);
+                // Still open through another handle: those handles share it.
+                staged = lock(&self.staged).get(&id).cloned();
+            }
+        }
         if write || staged.is_some() {
             let staged = match staged {
                 Some(staged) => {
@@ -1032,6 +1091,9 @@ impl CubbyFs {
     fn manifest(&self, id: u64, version: u64) -> FsResult<Arc<FileManifest>> {
         if let Some(manifest) = self.manifests.get(&(id, version)) {
             return Ok(manifest);
+        }
+        if !self.sync.is_online() {
+            return Err(FsError::Offline);
         }
         let manifest = Arc::new(self.call(self.remote.manifest(id, Some(version)))?);
         self.manifests.insert((id, version), Arc::clone(&manifest));
@@ -1163,6 +1225,10 @@ impl CubbyFs {
     /// `fsync`: the staged changes are durable on local disk and, unless the server is
     /// unreachable, committed by the server when this returns.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        // A file created while changes were journaled: the server learns of it first.
+        if let Err(error) = self.settle_journal() {
+            tracing::debug!(%error, "fsync: the journal waits");
+        }
         match &*self.handle(fh)? {
             Handle::Writer { id, staged } => match self.commit_staged(*id, staged) {
                 // Durable in the staging area; the sync worker sends it when it can.
@@ -1337,8 +1403,11 @@ impl CubbyFs {
     /// The base for the first commit to a file created here: its empty first version,
     /// unless someone else wrote it meanwhile (`None`: a conflict).
     fn created_base(&self, id: u64) -> FsResult<Option<u64>> {
-        let entry = self.call(self.remote.entry(id))?;
-        Ok((entry.size == 0 && entry.version <= 1).then_some(entry.version))
+        match self.call(self.remote.entry(id)) {
+            Ok(entry) => Ok((entry.size == 0 && entry.version <= 1).then_some(entry.version)),
+            Err(FsError::NotFound) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// Commits `content` as a conflicted copy beside file `id` (in the root if `id`
@@ -1392,10 +1461,8 @@ impl CubbyFs {
                     .map_err(|e| FsError::Io(e.to_string()))?;
                 return Ok(Some(status));
             }
-            let pending = is_local(entry.id)
-                || lock(&self.staged)
-                    .get(&entry.id)
-                    .is_some_and(|s| s.lock().pending());
+            let staged = lock(&self.staged).get(&entry.id).cloned();
+            let pending = is_local(entry.id) || staged.is_some_and(|s| s.lock().pending());
             return Ok(match key {
                 "version" => Some(entry.version.to_string().into_bytes()),
                 "hash" => entry.hash.map(|h| h.to_hex().into_bytes()),
@@ -1414,9 +1481,9 @@ impl CubbyFs {
         if !name.starts_with("user.") {
             return Err(FsError::NotSupported);
         }
-        Ok(self
-            .call(self.remote.xattr(entry.id, name))?
-            .map(|v| v.to_vec()))
+        self.settle_journal()?;
+        let id = self.journal.canonical(entry.id);
+        Ok(self.call(self.remote.xattr(id, name))?.map(|v| v.to_vec()))
     }
 
     pub fn xattr_names(&self, ino: u64) -> FsResult<Vec<String>> {
@@ -1428,7 +1495,9 @@ impl CubbyFs {
         if entry.kind == EntryKind::File {
             names.extend(["user.cubby.hash".to_owned(), "user.cubby.status".to_owned()]);
         }
-        names.extend(self.call(self.remote.xattr_names(entry.id))?);
+        self.settle_journal()?;
+        let id = self.journal.canonical(entry.id);
+        names.extend(self.call(self.remote.xattr_names(id))?);
         Ok(names)
     }
 
@@ -1448,6 +1517,8 @@ impl CubbyFs {
         if !name.starts_with("user.") {
             return Err(FsError::NotSupported);
         }
+        self.settle_journal()?;
+        let id = self.journal.canonical(id);
         let mode = match (create, replace) {
             (true, _) => "create",
             (false, true) => "replace",
@@ -1461,13 +1532,14 @@ impl CubbyFs {
     }
 
     pub fn remove_xattr(&self, ino: u64, name: &str) -> FsResult<()> {
-        let id = self.id_of(ino);
         if name.starts_with("user.cubby.") {
             return Err(FsError::NotPermitted);
         }
         if !name.starts_with("user.") {
             return Err(FsError::NotSupported);
         }
+        self.settle_journal()?;
+        let id = self.id_of(ino);
         match self.call(self.remote.remove_xattr(id, name)) {
             Ok(()) => Ok(()),
             Err(FsError::NotFound) => Err(FsError::NoAttribute),

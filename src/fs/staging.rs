@@ -85,6 +85,10 @@ pub struct Pending {
     pub record: PendingRecord,
 }
 
+/// What a record holds once nothing waits. Anything else that does not parse (an
+/// empty file from an interrupted first write, say) keeps its data.
+const CLEARED: &[u8] = b"cleared\n";
+
 fn record_path(data: &Path) -> PathBuf {
     let mut name = data.as_os_str().to_owned();
     name.push(".pending");
@@ -105,8 +109,8 @@ pub fn recover(dir: &Path) -> std::io::Result<Vec<Pending>> {
             Some("pending") => {
                 let data = path.with_extension("");
                 let bytes = std::fs::read(&path).ok();
-                if bytes.as_ref().is_some_and(Vec::is_empty) {
-                    // Cleared: nothing waits (see `clear_pending`).
+                if bytes.as_deref() == Some(CLEARED) {
+                    // Nothing waits (see `clear_pending`).
                     let _ = std::fs::remove_file(&path);
                     continue;
                 }
@@ -341,14 +345,16 @@ impl Staged {
         Ok(())
     }
 
-    /// The server has the content: the record is no longer needed. It is emptied
-    /// (an empty record means nothing waits), keeping the file for the next one.
+    /// The server has the content: the record says so (see [`CLEARED`]), and the
+    /// file stays for the next record.
     pub fn clear_pending(&self) {
         if let Ok(record) = std::fs::OpenOptions::new()
             .write(true)
             .open(record_path(&self.path))
         {
-            let _ = record.set_len(0);
+            let _ = record
+                .write_all_at(CLEARED, 0)
+                .and_then(|()| record.set_len(CLEARED.len() as u64));
         }
     }
 

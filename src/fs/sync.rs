@@ -33,6 +33,8 @@ pub struct SyncState {
     last_error: Mutex<Option<String>>,
     conflicts: Mutex<Vec<ConflictNote>>,
     conflicted: Mutex<HashSet<u64>>,
+    /// Held while the journal is replayed.
+    replaying: Mutex<()>,
     /// Entries this mount changed lately: their feed entries are echoes of our own.
     touched: Mutex<HashMap<u64, Instant>>,
 }
@@ -51,6 +53,7 @@ impl Default for SyncState {
             last_error: Mutex::new(None),
             conflicts: Mutex::new(Vec::new()),
             conflicted: Mutex::new(HashSet::new()),
+            replaying: Mutex::new(()),
             touched: Mutex::new(HashMap::new()),
         }
     }
@@ -98,6 +101,11 @@ impl SyncState {
         }
         drop(uploads);
         self.kick();
+    }
+
+    /// File `id` no longer needs uploading.
+    pub fn unqueue_upload(&self, id: u64) {
+        lock(&self.uploads).retain(|queued| *queued != id);
     }
 
     pub fn conflict(&self, file: u64, copy: u64) {
@@ -243,14 +251,65 @@ impl CubbyFs {
                 }
             }
         }
+        let mut worked = match self.replay_journal() {
+            Ok(replayed) => replayed,
+            Err(_) => return Err(()),
+        };
+        // Each queued file once per pass: one that keeps failing waits its turn again
+        // behind the others instead of holding them up.
+        let mut failed = false;
+        let queued = lock(&self.sync.uploads).len();
+        for _ in 0..queued {
+            let Some(id) = lock(&self.sync.uploads).pop_front() else {
+                break;
+            };
+            match self.upload(id) {
+                Ok(()) => worked = true,
+                Err(FsError::Offline) => {
+                    lock(&self.sync.uploads).push_front(id);
+                    return Err(());
+                }
+                Err(error) => {
+                    tracing::warn!(file = id, %error, "upload failed; will retry");
+                    *lock(&self.sync.last_error) = Some(error.to_string());
+                    lock(&self.sync.uploads).push_back(id);
+                    failed = true;
+                }
+            }
+        }
+        if failed { Err(()) } else { Ok(worked) }
+    }
+
+    /// Replays the journal in order (one replayer at a time: the sync worker, or an
+    /// operation that needs the server to know every entry first). `Ok(true)` when it
+    /// applied something; an error when the server could not take the next change, which
+    /// stays first in line.
+    pub(super) fn replay_journal(&self) -> FsResult<bool> {
+        let _one_at_a_time = lock(&self.sync.replaying);
         let mut worked = false;
         while let Some((seq, op)) = self.journal.first() {
             match self.replay(&op) {
                 Ok(()) => {}
-                Err(FsError::Offline) => return Err(()),
-                Err(error) => {
+                // The server refused this change for good: it is dropped, loudly.
+                Err(
+                    error @ (FsError::Invalid
+                    | FsError::NotDir
+                    | FsError::IsDir
+                    | FsError::NotEmpty
+                    | FsError::Exists
+                    | FsError::NameTooLong
+                    | FsError::NotFound
+                    | FsError::NotPermitted),
+                ) => {
                     tracing::error!(?op, %error, "the server refused a journaled change; dropped");
                     *lock(&self.sync.last_error) = Some(format!("{op:?}: {error}"));
+                }
+                // Unreachable, or refused for now (a 5xx, an expired token): later.
+                Err(error) => {
+                    if !matches!(error, FsError::Offline) {
+                        *lock(&self.sync.last_error) = Some(error.to_string());
+                    }
+                    return Err(error);
                 }
             }
             {
@@ -260,22 +319,6 @@ impl CubbyFs {
             }
             self.forget_op(&op);
             worked = true;
-        }
-        loop {
-            let Some(id) = lock(&self.sync.uploads).pop_front() else {
-                break;
-            };
-            match self.upload(id) {
-                Ok(()) => worked = true,
-                Err(error) => {
-                    lock(&self.sync.uploads).push_front(id);
-                    if !matches!(error, FsError::Offline) {
-                        tracing::warn!(file = id, %error, "upload failed; will retry");
-                        *lock(&self.sync.last_error) = Some(error.to_string());
-                    }
-                    return Err(());
-                }
-            }
         }
         Ok(worked)
     }
@@ -342,6 +385,12 @@ impl CubbyFs {
     fn replay(&self, op: &Op) -> FsResult<()> {
         let canon = |id| self.journal.canonical(id);
         match op {
+            // Already created (the daemon stopped before the journal said so).
+            Op::Create { entry, .. } | Op::Mkdir { entry }
+                if !super::journal::is_local(canon(entry.id)) =>
+            {
+                Ok(())
+            }
             Op::Create { entry, uid, gid } => {
                 let parent = canon(entry.parent_id.ok_or(FsError::Invalid)?);
                 let create = |parent: u64, name: &str| {
@@ -386,31 +435,44 @@ impl CubbyFs {
                         Err(FsError::NotFound) => None,
                         Err(error) => return Err(error),
                     };
+                    let still_there = target_entry.as_ref().is_some_and(|found| {
+                        found.parent_id == Some(parent) && found.name == entry.name
+                    });
                     if let Some(target_entry) = target_entry
+                        && still_there
                         && target_entry.kind == EntryKind::File
                         && entry.kind == EntryKind::File
                     {
                         return self.save_over(id, target);
                     }
-                }
-                let mut attempt = 0;
-                loop {
-                    let name = match attempt {
-                        0 => entry.name.clone(),
-                        n => conflicted_name(&entry.name, &self.host, SystemTime::now(), n),
-                    };
-                    let replace = replaced.is_some() && attempt == 0;
-                    match self.call(self.remote.move_to(id, parent, &name, replace)) {
-                        Ok(_) => return Ok(()),
-                        Err(FsError::Exists | FsError::NotEmpty) if attempt < 20 => attempt += 1,
-                        Err(error) => return Err(error),
+                    if !still_there {
+                        // Someone else's entry holds the name now: never replace it.
+                        return self.move_placed(id, parent, &entry.name, false);
                     }
                 }
+                self.move_placed(id, parent, &entry.name, replaced.is_some())
             }
             Op::Delete { id } => match self.call(self.remote.delete_id(canon(*id), false)) {
                 Ok(_) | Err(FsError::NotFound) => Ok(()),
                 Err(error) => Err(error),
             },
+        }
+    }
+
+    /// Moves `id` to `name` in `parent`, or to a conflicted name when that is taken.
+    fn move_placed(&self, id: u64, parent: u64, name: &str, replace: bool) -> FsResult<()> {
+        let mut attempt = 0;
+        loop {
+            let candidate = match attempt {
+                0 => name.to_owned(),
+                n => conflicted_name(name, &self.host, SystemTime::now(), n),
+            };
+            let replace = replace && attempt == 0;
+            match self.call(self.remote.move_to(id, parent, &candidate, replace)) {
+                Ok(_) => return Ok(()),
+                Err(FsError::Exists | FsError::NotEmpty) if attempt < 20 => attempt += 1,
+                Err(error) => return Err(error),
+            }
         }
     }
 
@@ -455,25 +517,30 @@ impl CubbyFs {
     /// The server created local entry `local` as `created`: later operations, staged
     /// content and the inode all follow.
     fn resolved(&self, local: u64, created: &Entry) -> FsResult<()> {
-        {
+        // The inode the kernel knows first, so no lookup shows the entry under another.
+        lock(&self.local_inos).insert(created.id, local);
+        let staged = {
+            // One step for every lookup: the id maps to the server's exactly when the
+            // overlay and the staged copy are found under it.
             let mut overlay = lock(&self.overlay);
+            let mut map = lock(&self.staged);
             self.journal.resolve(local, created.id)?;
             overlay.rekey(local, created.id);
-        }
-        lock(&self.local_inos).insert(created.id, local);
-        self.remember(created);
-        let staged = lock(&self.staged).remove(&local);
-        if let Some(staged) = staged {
-            {
-                let mut state = staged.lock();
-                if super::journal::is_local(state.target_id) {
-                    state.target_id = created.id;
-                }
-                if state.pending() {
-                    staged.record_pending(&state, false)?;
-                }
+            let staged = map.remove(&local);
+            if let Some(staged) = &staged {
+                map.entry(created.id).or_insert_with(|| Arc::clone(staged));
             }
-            lock(&self.staged).insert(created.id, staged);
+            staged
+        };
+        self.remember(created);
+        if let Some(staged) = staged {
+            let mut state = staged.lock();
+            if super::journal::is_local(state.target_id) {
+                state.target_id = created.id;
+            }
+            if state.pending() {
+                staged.record_pending(&state, false)?;
+            }
         }
         let mut uploads = lock(&self.sync.uploads);
         for queued in uploads.iter_mut() {
