@@ -464,11 +464,24 @@ impl CubbyFs {
     fn child(&self, parent_ino: u64, name: &OsStr) -> FsResult<Entry> {
         let name = name_of(name)?;
         let parent = self.id_of(parent_ino);
-        self.children(parent)?
+        let listed = self
+            .children(parent)?
             .iter()
             .find(|e| e.name == name)
             .cloned()
-            .ok_or(FsError::NotFound)
+            .ok_or(FsError::NotFound)?;
+        Ok(self.freshest(listed))
+    }
+
+    /// A listed entry, or the copy cached since (a listing is kept while this mount
+    /// changes entries in it, so an entry changed after it was listed is newer there).
+    fn freshest(&self, listed: Entry) -> Entry {
+        match self.entries.get(&listed.id) {
+            Some(cached) if cached.parent_id == listed.parent_id && cached.name == listed.name => {
+                cached
+            }
+            _ => listed,
+        }
     }
 
     /// The entry with what local staging knows on top: size and times of writes, and
@@ -477,7 +490,23 @@ impl CubbyFs {
         let Some(staged) = lock(&self.staged).get(&entry.id).cloned() else {
             return entry;
         };
-        let state = staged.lock();
+        let state = match staged.state.try_lock() {
+            Ok(state) => state,
+            // Being committed (which can take a while for a big file): the content's
+            // size is known without waiting; its times show once the commit is done.
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if let Ok(len) = staged.len() {
+                    entry.size = len;
+                }
+                let changed = staged.changed_at.load(Ordering::Relaxed);
+                if changed > entry.ctime_ns {
+                    entry.mtime_ns = changed;
+                    entry.ctime_ns = changed;
+                }
+                return entry;
+            }
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        };
         if !state.pending() {
             drop(state);
             // A commit may have finished while `entry` was read: the entry cached now
@@ -520,7 +549,9 @@ impl CubbyFs {
         if dir.kind != EntryKind::Dir {
             return Err(FsError::NotDir);
         }
-        Ok((dir, self.children(id)?))
+        let children = self.children(id)?;
+        let fresh = children.iter().cloned().map(|e| self.freshest(e)).collect();
+        Ok((dir, Arc::new(fresh)))
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
@@ -919,11 +950,17 @@ impl CubbyFs {
     fn truncate(&self, entry: &Entry, size: u64) -> FsResult<()> {
         let open = lock(&self.staged).get(&entry.id).cloned();
         match open {
-            // Staged already: the change is queued like a close (an open writer's close
-            // queues it again).
+            // Staged already. With no handle open on it (a path truncate while the
+            // upload waits), it is queued like a close; an open writer's close queues it.
             Some(staged) => {
                 staged.truncate(size)?;
-                self.closed(entry.id, &staged)
+                let open = lock(&self.handles).values().any(|handle| {
+                    matches!(&**handle, Handle::Writer { staged: theirs, .. } if Arc::ptr_eq(theirs, &staged))
+                });
+                if !open {
+                    self.closed(entry.id, &staged)?;
+                }
+                Ok(())
             }
             None if size == entry.size => Ok(()),
             None => {

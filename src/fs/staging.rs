@@ -192,6 +192,9 @@ pub struct Staged {
     pub path: PathBuf,
     pub file: File,
     pub state: Mutex<StagedState>,
+    /// When the content last changed (Unix nanoseconds; 0: not since staging), readable
+    /// while `state` is held by a commit.
+    pub changed_at: std::sync::atomic::AtomicI64,
 }
 
 impl Staged {
@@ -227,6 +230,7 @@ impl Staged {
         Ok(Self {
             path,
             file,
+            changed_at: std::sync::atomic::AtomicI64::new(0),
             state: Mutex::new(StagedState {
                 target_id: id,
                 base_version,
@@ -278,6 +282,8 @@ impl Staged {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
+        self.changed_at
+            .store(now, std::sync::atomic::Ordering::Relaxed);
         let mut state = self.lock();
         state.dirty = true;
         state.modified_ns = Some(now);
@@ -300,6 +306,7 @@ impl Staged {
         Ok(Self {
             path: pending.data,
             file,
+            changed_at: std::sync::atomic::AtomicI64::new(0),
             state: Mutex::new(StagedState {
                 target_id: pending.record.target_id,
                 base_version: pending.record.base_version,
