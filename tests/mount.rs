@@ -209,6 +209,9 @@ fn shell_tools_mkdir_mv_rm_append_truncate() {
     file.read_to_string(&mut back).unwrap();
     assert_eq!(back, "hello cubby");
     drop(file);
+    // A directory's new mode shows at once (its listing was cached at its creation).
+    assert_eq!(sh(root, "mkdir m && chmod 111 m && stat -c %a m"), "111\n");
+    sh(root, "chmod 755 m && rmdir m");
     // chmod and mtime.
     sh(root, "chmod 600 a/g && touch -d '2001-02-03 04:05:06' a/g");
     let meta = fs::metadata(root.join("a/g")).unwrap();
@@ -466,6 +469,15 @@ fn a_write_the_server_missed_is_committed_by_the_next_mount() {
     let offline = status(mount.path());
     assert_eq!(offline["online"], false, "{offline}");
     assert_eq!(offline["queue_depth"], 1, "{offline}");
+    let text = Command::new(CUBBY)
+        .arg("status")
+        .arg(mount.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(": offline"), "{text}");
+    assert!(text.contains("doc.txt"), "{text}");
+    assert!(text.contains("last error:"), "{text}");
     assert_eq!(offline["pending_bytes"], edit.len(), "{offline}");
     assert!(offline["last_error"].is_string(), "{offline}");
     mount.stop();
