@@ -51,13 +51,9 @@ fn sh(dir: &Path, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn cli_json(setup: &Setup, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(CUBBY)
-        .arg("--config")
-        .arg(&setup.config)
-        .args(args)
-        .output()
-        .unwrap();
+/// Runs the CLI and parses what it printed as JSON (it must succeed).
+fn json_of(command: &mut Command) -> serde_json::Value {
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -66,19 +62,18 @@ fn cli_json(setup: &Setup, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+fn cli_json(setup: &Setup, args: &[&str]) -> serde_json::Value {
+    json_of(
+        Command::new(CUBBY)
+            .arg("--config")
+            .arg(&setup.config)
+            .args(args),
+    )
+}
+
 /// `cubby status DIR --json`.
 fn status(dir: &Path) -> serde_json::Value {
-    let out = Command::new(CUBBY)
-        .args(["status", "--json"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    json_of(Command::new(CUBBY).args(["status", "--json"]).arg(dir))
 }
 
 /// Waits (up to `limit`) until the mount at `dir` is online with nothing left to send.

@@ -227,29 +227,40 @@ impl Journal {
     }
 }
 
+/// An entry for unit tests of the journal and the overlay.
+#[cfg(test)]
+pub(super) fn test_entry(
+    id: u64,
+    parent: u64,
+    name: &str,
+    kind: cubby_proto::api::EntryKind,
+) -> Entry {
+    Entry {
+        id,
+        parent_id: Some(parent),
+        name: name.into(),
+        kind,
+        mode: 0o755,
+        size: 0,
+        version: 0,
+        mtime_ns: 0,
+        hash: None,
+        target: None,
+        uid: None,
+        gid: None,
+        rdev: 0,
+        atime_ns: 0,
+        ctime_ns: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cubby_proto::api::EntryKind;
 
     fn entry(id: u64, parent: u64, name: &str) -> Entry {
-        Entry {
-            id,
-            parent_id: Some(parent),
-            name: name.into(),
-            kind: EntryKind::Dir,
-            mode: 0o755,
-            size: 0,
-            version: 0,
-            mtime_ns: 0,
-            hash: None,
-            target: None,
-            uid: None,
-            gid: None,
-            rdev: 0,
-            atime_ns: 0,
-            ctime_ns: 0,
-        }
+        test_entry(id, parent, name, EntryKind::Dir)
     }
 
     #[test]

@@ -135,23 +135,7 @@ mod tests {
     use cubby_proto::api::EntryKind;
 
     fn entry(id: u64, parent: u64, name: &str) -> Entry {
-        Entry {
-            id,
-            parent_id: Some(parent),
-            name: name.into(),
-            kind: EntryKind::File,
-            mode: 0o644,
-            size: 0,
-            version: 0,
-            mtime_ns: 0,
-            hash: None,
-            target: None,
-            uid: None,
-            gid: None,
-            rdev: 0,
-            atime_ns: 0,
-            ctime_ns: 0,
-        }
+        super::super::journal::test_entry(id, parent, name, EntryKind::File)
     }
 
     fn names(list: &[Entry]) -> Vec<&str> {
