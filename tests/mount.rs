@@ -700,3 +700,69 @@ fn another_mount_sees_a_change_within_two_seconds() {
     let trash = cli_json(&setup, &["trash", "--json"]);
     assert_eq!(trash["items"][0]["path"], "/renamed");
 }
+
+#[test]
+fn offline_a_deleted_file_sends_nothing_and_unjournaled_changes_fail_with_eio() {
+    if !fuse_available("offline_a_deleted_file_sends_nothing_and_unjournaled_changes_fail_with_eio")
+    {
+        return;
+    }
+    let mut setup = setup();
+    let mount = mount(&setup);
+    let root = mount.path();
+    write_synced(&root.join("synced.txt"), "on the server\n");
+    sh(root, "ls > /dev/null");
+    setup.server.stop();
+    // A file written and deleted while its upload waits: nothing of it is sent.
+    fs::write(root.join("scratch.tmp"), "short-lived").unwrap();
+    fs::remove_file(root.join("scratch.tmp")).unwrap();
+    let offline = status(root);
+    assert_eq!(
+        offline["pending_uploads"].as_array().unwrap().len(),
+        0,
+        "{offline}"
+    );
+    // Not journaled: a symlink, and attributes of a synced file, fail at once.
+    let link = Command::new("ln")
+        .args(["-s", "t", "link"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(!link.status.success());
+    assert!(String::from_utf8_lossy(&link.stderr).contains("Input/output error"));
+    let err = fs::set_permissions(
+        root.join("synced.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    // A file whose content waits takes its mode along.
+    fs::write(root.join("new.txt"), "new\n").unwrap();
+    fs::set_permissions(
+        root.join("new.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::metadata(root.join("new.txt")).unwrap().mode() & 0o777,
+        0o640
+    );
+
+    setup.server.resume();
+    let synced = wait_synced(root, Duration::from_secs(30));
+    assert_eq!(synced["conflicts"].as_array().unwrap().len(), 0, "{synced}");
+    let fresh = Mount::start(Path::new(CUBBY), &setup.config);
+    let names = sh(fresh.path(), "ls -A | tr '\\n' ' '");
+    assert_eq!(
+        names, "new.txt synced.txt ",
+        "no copy of the deleted file came back"
+    );
+    assert_eq!(
+        fs::metadata(fresh.path().join("new.txt")).unwrap().mode() & 0o777,
+        0o640
+    );
+    assert_eq!(
+        fs::read_to_string(fresh.path().join("new.txt")).unwrap(),
+        "new\n"
+    );
+}
