@@ -115,7 +115,6 @@ impl Journal {
             dir: dir.to_owned(),
             state: Mutex::new(state),
         };
-        journal.compact_ids();
         Ok(journal)
     }
 
@@ -165,10 +164,6 @@ impl Journal {
         let mut state = self.lock();
         state.ops.remove(&seq);
         let _ = std::fs::remove_file(self.dir.join(format!("{seq:020}.op")));
-        if state.ops.is_empty() {
-            drop(state);
-            self.compact_ids();
-        }
     }
 
     /// Records, durably, that the server created local entry `local` as `server`.
@@ -217,11 +212,13 @@ impl Journal {
             .collect()
     }
 
-    /// With nothing pending, the id file is only needed by staged content still naming
-    /// local ids; it is dropped when none does (checked by the caller at startup).
-    fn compact_ids(&self) {
-        let state = self.lock();
-        if state.ops.is_empty() && state.resolved.is_empty() {
+    /// Drops every (local id, server id) pair: for a mount that starts with nothing
+    /// journaled and no staged content naming a local id (the kernel knows no local
+    /// inode yet), so the id file does not grow forever.
+    pub fn forget_resolutions(&self) {
+        let mut state = self.lock();
+        if state.ops.is_empty() {
+            state.resolved.clear();
             let _ = std::fs::remove_file(self.dir.join("ids"));
         }
     }
@@ -293,5 +290,14 @@ mod tests {
         let ops = journal.all();
         assert_eq!(ops.len(), 2);
         assert!(matches!(ops[1], Op::Delete { id: 43 }));
+        // Resolutions stay while anything is journaled, and can go after.
+        journal.forget_resolutions();
+        assert_eq!(journal.canonical(a), 7);
+        while let Some((seq, _)) = journal.first() {
+            journal.done(seq);
+        }
+        journal.forget_resolutions();
+        assert_eq!(journal.canonical(a), a);
+        assert!(!dir.path().join("ids").exists());
     }
 }

@@ -237,9 +237,6 @@ impl CubbyFs {
     /// tree) and staged content with a pending record (shown as the file's content and
     /// queued for upload).
     fn load_pending(&self) -> FsResult<()> {
-        for (local, server) in self.journal.resolutions() {
-            lock(&self.local_inos).insert(server, local);
-        }
         {
             let mut overlay = lock(&self.overlay);
             for op in self.journal.all() {
@@ -256,6 +253,13 @@ impl CubbyFs {
             );
             lock(&self.staged).insert(id, Arc::new(staged));
             self.sync.queue_upload(id);
+        }
+        let local_left = lock(&self.staged).keys().any(|id| is_local(*id));
+        if !local_left {
+            self.journal.forget_resolutions();
+        }
+        for (local, server) in self.journal.resolutions() {
+            lock(&self.local_inos).insert(server, local);
         }
         Ok(())
     }
@@ -338,12 +342,15 @@ impl CubbyFs {
         }
     }
 
-    /// Edits the last-seen listing of `parent` (what offline lookups answer from).
-    fn edit_known_listing(&self, parent: u64, edit: impl FnOnce(&mut Vec<Entry>)) {
-        if let Some(listing) = self.known_listings.get(&parent) {
-            let mut listing = (*listing).clone();
-            edit(&mut listing);
-            self.known_listings.insert(parent, Arc::new(listing));
+    /// Edits the cached listings of `parent`, if held: the current one (lookups) and
+    /// the last seen (offline lookups).
+    fn edit_listings(&self, parent: u64, edit: impl Fn(&mut Vec<Entry>)) {
+        for cache in [&self.listings, &self.known_listings] {
+            if let Some(listing) = cache.get(&parent) {
+                let mut listing = (*listing).clone();
+                edit(&mut listing);
+                cache.insert(parent, Arc::new(listing));
+            }
         }
     }
 
@@ -351,25 +358,19 @@ impl CubbyFs {
     /// rather than fetched again, which would cost a round trip per file of an untar).
     fn created(&self, entry: &Entry) {
         self.sync.touched(entry.id);
-        self.remember(entry);
         if let Some(parent) = entry.parent_id {
             self.sync.touched(parent);
             self.entries.invalidate(&parent);
-            if let Some(listing) = self.listings.get(&parent) {
-                let mut listing = (*listing).clone();
-                listing.retain(|e| e.id != entry.id && e.name != entry.name);
-                listing.push(entry.clone());
-                self.listings.insert(parent, Arc::new(listing));
-            }
         }
-        self.known_placed(entry);
+        self.placed(entry);
     }
 
-    /// A change this mount made: the entry is now as given, in its parent.
-    fn known_placed(&self, entry: &Entry) {
-        self.known_entries.insert(entry.id, entry.clone());
+    /// A change this mount made: the entry is now as given, in its parent, in every
+    /// cache that holds it (so a lookup never answers with the attributes it had).
+    fn placed(&self, entry: &Entry) {
+        self.remember(entry);
         if let Some(parent) = entry.parent_id {
-            self.edit_known_listing(parent, |listing| {
+            self.edit_listings(parent, |listing| {
                 listing.retain(|e| e.id != entry.id && e.name != entry.name);
                 listing.push(entry.clone());
             });
@@ -379,7 +380,7 @@ impl CubbyFs {
     /// A change this mount made: the entry left `parent`.
     fn known_gone(&self, id: u64, parent: Option<u64>) {
         if let Some(parent) = parent {
-            self.edit_known_listing(parent, |listing| listing.retain(|e| e.id != id));
+            self.edit_listings(parent, |listing| listing.retain(|e| e.id != id));
         }
     }
 
@@ -464,24 +465,11 @@ impl CubbyFs {
     fn child(&self, parent_ino: u64, name: &OsStr) -> FsResult<Entry> {
         let name = name_of(name)?;
         let parent = self.id_of(parent_ino);
-        let listed = self
-            .children(parent)?
+        self.children(parent)?
             .iter()
             .find(|e| e.name == name)
             .cloned()
-            .ok_or(FsError::NotFound)?;
-        Ok(self.freshest(listed))
-    }
-
-    /// A listed entry, or the copy cached since (a listing is kept while this mount
-    /// changes entries in it, so an entry changed after it was listed is newer there).
-    fn freshest(&self, listed: Entry) -> Entry {
-        match self.entries.get(&listed.id) {
-            Some(cached) if cached.parent_id == listed.parent_id && cached.name == listed.name => {
-                cached
-            }
-            _ => listed,
-        }
+            .ok_or(FsError::NotFound)
     }
 
     /// The entry with what local staging knows on top: size and times of writes, and
@@ -549,9 +537,7 @@ impl CubbyFs {
         if dir.kind != EntryKind::Dir {
             return Err(FsError::NotDir);
         }
-        let children = self.children(id)?;
-        let fresh = children.iter().cloned().map(|e| self.freshest(e)).collect();
-        Ok((dir, Arc::new(fresh)))
+        Ok((dir, self.children(id)?))
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
@@ -814,8 +800,7 @@ impl CubbyFs {
                     )
                     .map(|moved| {
                         self.known_gone(source.id, source.parent_id);
-                        self.remember(&moved);
-                        self.known_placed(&moved);
+                        self.placed(&moved);
                     }),
             };
             match direct {
@@ -940,7 +925,7 @@ impl CubbyFs {
                 gid,
             };
             let updated = self.call(self.remote.set_attrs(id, &attrs))?;
-            self.remember(&updated);
+            self.placed(&updated);
         } else {
             self.entries.invalidate(&id);
         }
@@ -1416,7 +1401,9 @@ impl CubbyFs {
                 known.version = report.version;
                 known.hash = Some(report.hash);
                 known.mtime_ns = modified.unwrap_or(known.mtime_ns);
-                self.known_placed(&known);
+                // The file's attributes answer offline (its kernel attributes are
+                // never cached, so a listed copy's size does not matter).
+                self.known_entries.insert(known.id, known);
             }
         }
         if !state.attrs.is_empty() {
@@ -1430,8 +1417,7 @@ impl CubbyFs {
             };
             let updated = self.call(self.remote.set_attrs(state.target_id, &attrs))?;
             state.attrs = staging::PendingAttrs::default();
-            self.remember(&updated);
-            self.known_placed(&updated);
+            self.placed(&updated);
         }
         staged.clear_pending();
         Ok(())
