@@ -35,12 +35,16 @@ pub fn describe(root: &Path, status: &SyncStatus) -> String {
         let _ = writeln!(
             out,
             "pending: {} upload(s), {}; {} change(s) to files and folders",
-            status.pending_uploads.len(),
+            status.pending_upload_count,
             HumanBytes(status.pending_bytes),
             status.pending_operations
         );
         for upload in &status.pending_uploads {
             let _ = writeln!(out, "  {} ({})", upload.name, HumanBytes(upload.bytes));
+        }
+        if status.pending_upload_count > status.pending_uploads.len() {
+            let more = status.pending_upload_count - status.pending_uploads.len();
+            let _ = writeln!(out, "  and {more} more");
         }
     }
     if status.retries > 0 {

@@ -84,7 +84,11 @@ fn create_write_commit_read_rename_delete() {
         Err(FsError::NotFound)
     ));
     let moved = fs.lookup(dir_ino, name("b.txt")).unwrap();
-    assert_eq!(moved.id, created.id, "ids survive renames");
+    assert_eq!(
+        fs.ino_of(moved.id),
+        fs.ino_of(created.id),
+        "inodes survive renames"
+    );
     let (_, listing) = fs.readdir(dir_ino).unwrap();
     assert_eq!(
         listing.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
@@ -134,10 +138,13 @@ fn a_stale_close_keeps_a_conflicted_copy() {
     a.fs.fsync(fh).unwrap();
     a.fs.release(fh).unwrap();
     let ino = a.fs.ino_of(entry.id);
+    // Created here with a local id; the other client knows the server's.
+    let server_id = a.fs.getattr(ino).unwrap().id;
+    let ino_at_b = b.fs.ino_of(server_id);
 
     let (from_a, _) = a.fs.open(ino, true, true).unwrap();
     a.fs.write(from_a, 0, b"from a").unwrap();
-    let (from_b, _) = b.fs.open(ino, true, true).unwrap();
+    let (from_b, _) = b.fs.open(ino_at_b, true, true).unwrap();
     b.fs.write(from_b, 0, b"from b").unwrap();
     b.fs.fsync(from_b).unwrap();
     b.fs.release(from_b).unwrap();

@@ -492,6 +492,17 @@ impl Filesystem for FuseAdapter {
         reply_empty(reply, self.fs.fsync(fh.0));
     }
 
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fs.fsyncdir());
+    }
+
     fn readdir(
         &self,
         _req: &Request,

@@ -1,23 +1,28 @@
-//! The namespace journal: creates, mkdirs, renames and deletes made while the server
-//! could not take them, kept durable and in order until they are replayed.
+//! The namespace journal: creates, mkdirs, attribute changes, renames and deletes,
+//! applied to the local view at once and kept in order until the server has them.
 //!
-//! Each operation is one file `journal/<seq>.op` (JSON; written to a temp file,
-//! fsynced, renamed, directory fsynced) and is removed once the server has applied it.
-//! Entries created offline get a local id (at or above [`LOCAL_ID_BASE`]); when the
-//! server creates them, the pair (local id, server id) is appended to `journal/ids`
-//! (fsynced) so later operations, staged content and a restarted daemon all find the
-//! server's id. A mount that starts loads what is left and replays it in order.
+//! Operations are lines appended to one log file, `journal/log`: `op <seq> <json>` when
+//! journaled and `done <seq>` once the server applied it. Appends are plain writes, so
+//! they survive the daemon being killed; [`Journal::sync`] makes them survive the
+//! machine too (`fsync` and `fsyncdir` call it when the server cannot take the changes).
+//! The log is truncated whenever nothing is left in it, and rewritten without its `done`
+//! lines when a daemon starts. (Version 1 kept one fsynced `<seq>.op` file per
+//! operation; a daemon that finds such files moves them into the log.)
+//!
+//! Entries created here get a local id (at or above [`LOCAL_ID_BASE`]); when the server
+//! creates them, the pair (local id, server id) is appended to `journal/ids` so later
+//! operations, staged content and a restarted daemon all find the server's id.
 //!
 //! Content is not journaled here: a written file waits as a staging file with a
 //! pending record (see [`super::staging`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use cubby_proto::api::Entry;
+use cubby_proto::api::{AttrsRequest, Entry};
 use serde::{Deserialize, Serialize};
 
 /// Local ids start here; the server's ids never come near it.
@@ -43,79 +48,152 @@ pub enum Op {
     /// `entry` moved to its (new) `parent_id` and `name`; `replaced` is the entry that
     /// name held, which the move replaces.
     Rename { entry: Entry, replaced: Option<u64> },
-    /// An entry removed (to the server's trash).
-    Delete { id: u64 },
+    /// An entry removed (to the server's trash) from `parent` (absent in version 1).
+    Delete {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<u64>,
+    },
+    /// Attributes set on an entry whose content is not waiting (`entry` is how it looks
+    /// with them).
+    SetAttrs { entry: Entry, attrs: AttrsRequest },
 }
 
-/// The ordered, durable list of operations not yet applied by the server.
+/// The ordered list of operations not yet applied by the server.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
     state: Mutex<JournalState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct JournalState {
     next_seq: u64,
     ops: BTreeMap<u64, Op>,
     /// Local id -> server id, for entries the server has created.
     resolved: HashMap<u64, u64>,
+    log: File,
+    ids: Option<File>,
+    /// Lines appended since the last [`Journal::sync`].
+    unsynced: bool,
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
+/// One line of the log.
+enum Line {
+    Op(u64, Op),
+    Done(u64),
+}
+
+fn parse_line(line: &str) -> Option<Line> {
+    let (kind, rest) = line.split_once(' ')?;
+    match kind {
+        "op" => {
+            let (seq, json) = rest.split_once(' ')?;
+            Some(Line::Op(
+                seq.parse().ok()?,
+                serde_json::from_str(json).ok()?,
+            ))
+        }
+        "done" => Some(Line::Done(rest.trim().parse().ok()?)),
+        _ => None,
     }
-    Ok(())
+}
+
+fn op_line(seq: u64, op: &Op) -> std::io::Result<Vec<u8>> {
+    let mut line = format!("op {seq} ").into_bytes();
+    serde_json::to_writer(&mut line, op)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Operations left by a previous run: the log, then version 1's per-operation files.
+fn load_ops(dir: &Path) -> std::io::Result<(BTreeMap<u64, Op>, Vec<PathBuf>)> {
+    let mut ops = BTreeMap::new();
+    if let Ok(text) = std::fs::read_to_string(dir.join("log")) {
+        for line in text.lines() {
+            match parse_line(line) {
+                Some(Line::Op(seq, op)) => {
+                    ops.insert(seq, op);
+                }
+                Some(Line::Done(seq)) => {
+                    ops.remove(&seq);
+                }
+                // A line cut short by a crash: it was never acknowledged as durable.
+                None => tracing::error!(line, "unreadable journal line skipped"),
+            }
+        }
+    }
+    let mut old_files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let seq = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok());
+        match (path.extension().and_then(|e| e.to_str()), seq) {
+            (Some("op"), Some(seq)) => {
+                match serde_json::from_slice::<Op>(&std::fs::read(&path)?) {
+                    Ok(op) => {
+                        ops.entry(seq).or_insert(op);
+                    }
+                    Err(error) => {
+                        tracing::error!(op = %path.display(), %error, "unreadable journal entry")
+                    }
+                }
+                old_files.push(path);
+            }
+            (Some("tmp"), _) => old_files.push(path),
+            _ => {}
+        }
+    }
+    Ok((ops, old_files))
 }
 
 impl Journal {
     /// Opens the journal in `dir` (created if needed), loading what a previous run left.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut state = JournalState::default();
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            let seq = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u64>().ok());
-            match (path.extension().and_then(|e| e.to_str()), seq) {
-                (Some("op"), Some(seq)) => {
-                    match serde_json::from_slice::<Op>(&std::fs::read(&path)?) {
-                        Ok(op) => {
-                            state.ops.insert(seq, op);
-                        }
-                        Err(error) => {
-                            tracing::error!(op = %path.display(), %error, "unreadable journal entry")
-                        }
-                    }
-                }
-                (Some("tmp"), _) => {
-                    let _ = std::fs::remove_file(&path);
-                }
-                _ => {}
-            }
+        let (ops, old_files) = load_ops(dir)?;
+        // What is left, rewritten alone (and durably: it may be all a crash left).
+        let mut compact = Vec::new();
+        for (seq, op) in &ops {
+            compact.extend(op_line(*seq, op)?);
         }
+        let tmp = dir.join("log.tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(&compact)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, dir.join("log"))?;
+        sync_dir(dir)?;
+        for old in old_files {
+            let _ = std::fs::remove_file(old);
+        }
+        let log = OpenOptions::new().append(true).open(dir.join("log"))?;
+        let mut resolved = HashMap::new();
         if let Ok(ids) = std::fs::read_to_string(dir.join("ids")) {
             for line in ids.lines() {
                 let mut parts = line.split_whitespace().map(str::parse::<u64>);
                 if let (Some(Ok(local)), Some(Ok(server))) = (parts.next(), parts.next()) {
-                    state.resolved.insert(local, server);
+                    resolved.insert(local, server);
                 }
             }
         }
-        state.next_seq = state.ops.keys().next_back().map_or(1, |last| last + 1);
-        let journal = Self {
+        let next_seq = ops.keys().next_back().map_or(1, |last| last + 1);
+        Ok(Self {
             dir: dir.to_owned(),
-            state: Mutex::new(state),
-        };
-        Ok(journal)
+            state: Mutex::new(JournalState {
+                next_seq,
+                ops,
+                resolved,
+                log,
+                ids: None,
+                unsynced: false,
+            }),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, JournalState> {
@@ -124,17 +202,31 @@ impl Journal {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Appends an operation; it is durable when this returns.
+    /// Appends an operation. It survives the daemon being killed when this returns,
+    /// and the machine crashing after the next [`Journal::sync`].
     pub fn push(&self, op: &Op) -> std::io::Result<u64> {
         let mut state = self.lock();
         let seq = state.next_seq;
-        write_durably(
-            &self.dir.join(format!("{seq:020}.op")),
-            &serde_json::to_vec(op)?,
-        )?;
+        state.log.write_all(&op_line(seq, op)?)?;
+        state.unsynced = true;
         state.next_seq += 1;
         state.ops.insert(seq, op.clone());
         Ok(seq)
+    }
+
+    /// Makes every operation and id journaled so far durable.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mut state = self.lock();
+        if !state.unsynced {
+            return Ok(());
+        }
+        state.log.sync_data()?;
+        if let Some(ids) = &state.ids {
+            ids.sync_data()?;
+        }
+        sync_dir(&self.dir)?;
+        state.unsynced = false;
+        Ok(())
     }
 
     /// The oldest operation not yet applied.
@@ -162,19 +254,34 @@ impl Journal {
     /// The server applied operation `seq`.
     pub fn done(&self, seq: u64) {
         let mut state = self.lock();
-        state.ops.remove(&seq);
-        let _ = std::fs::remove_file(self.dir.join(format!("{seq:020}.op")));
+        if state.ops.remove(&seq).is_none() {
+            return;
+        }
+        let written = if state.ops.is_empty() {
+            // Nothing left: the log starts over (sequence numbers carry on).
+            state.log.set_len(0)
+        } else {
+            state.log.write_all(format!("done {seq}\n").as_bytes())
+        };
+        if let Err(error) = written {
+            tracing::error!(%error, "journal: could not record an applied operation");
+        }
     }
 
-    /// Records, durably, that the server created local entry `local` as `server`.
+    /// Records that the server created local entry `local` as `server`.
     pub fn resolve(&self, local: u64, server: u64) -> std::io::Result<()> {
         let mut state = self.lock();
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("ids"))?;
-        writeln!(file, "{local} {server}")?;
-        file.sync_all()?;
+        if state.ids.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("ids"))?;
+            state.ids = Some(file);
+        }
+        if let Some(ids) = state.ids.as_mut() {
+            writeln!(ids, "{local} {server}")?;
+        }
+        state.unsynced = true;
         state.resolved.insert(local, server);
         Ok(())
     }
@@ -194,7 +301,8 @@ impl Journal {
             Op::Create { entry, .. } | Op::Mkdir { entry } | Op::Rename { entry, .. } => {
                 vec![entry.id, entry.parent_id.unwrap_or(0)]
             }
-            Op::Delete { id } => vec![*id],
+            Op::Delete { id, parent } => vec![*id, parent.unwrap_or(0)],
+            Op::SetAttrs { entry, .. } => vec![entry.id, entry.parent_id.unwrap_or(0)],
         });
         in_ops
             .chain(state.resolved.keys().copied())
@@ -219,6 +327,7 @@ impl Journal {
         let mut state = self.lock();
         if state.ops.is_empty() {
             state.resolved.clear();
+            state.ids = None;
             let _ = std::fs::remove_file(self.dir.join("ids"));
         }
     }
@@ -270,7 +379,12 @@ mod tests {
                 entry: entry(a, 1, "a"),
             })
             .unwrap();
-        journal.push(&Op::Delete { id: 42 }).unwrap();
+        journal
+            .push(&Op::Delete {
+                id: 42,
+                parent: None,
+            })
+            .unwrap();
         journal.resolve(a, 7).unwrap();
         drop(journal);
 
@@ -282,14 +396,19 @@ mod tests {
         journal.done(first);
         let (second, op) = journal.first().unwrap();
         assert!(second > first);
-        assert!(matches!(op, Op::Delete { id: 42 }));
-        journal.push(&Op::Delete { id: 43 }).unwrap();
+        assert!(matches!(op, Op::Delete { id: 42, .. }));
+        journal
+            .push(&Op::Delete {
+                id: 43,
+                parent: None,
+            })
+            .unwrap();
         drop(journal);
 
         let journal = Journal::open(dir.path()).unwrap();
         let ops = journal.all();
         assert_eq!(ops.len(), 2);
-        assert!(matches!(ops[1], Op::Delete { id: 43 }));
+        assert!(matches!(ops[1], Op::Delete { id: 43, .. }));
         // Resolutions stay while anything is journaled, and can go after.
         journal.forget_resolutions();
         assert_eq!(journal.canonical(a), 7);

@@ -134,6 +134,9 @@ pub struct CubbyFs {
     journal: Journal,
     /// The tree as the journaled changes leave it.
     overlay: Mutex<Overlay>,
+    /// Listing fetches (shared) against the replay of a journaled change (exclusive),
+    /// so no listing fetched before the server applied a change is cached after it.
+    namespace_gate: std::sync::RwLock<()>,
     /// Server ids of entries created here, to the local inode number they were given.
     local_inos: Mutex<HashMap<u64, u64>>,
     next_local: AtomicU64,
@@ -219,6 +222,7 @@ impl CubbyFs {
             cached_version: Mutex::new(HashMap::new()),
             journal,
             overlay: Mutex::new(Overlay::default()),
+            namespace_gate: std::sync::RwLock::new(()),
             local_inos: Mutex::new(HashMap::new()),
             next_local: AtomicU64::new(first_local),
             known_entries: Cache::builder().max_capacity(200_000).build(),
@@ -342,6 +346,13 @@ impl CubbyFs {
         }
     }
 
+    /// The staged copy of entry `id` (a local id or the server's), looked up in one
+    /// step with the id's resolution, which re-keys the staged map under the same lock.
+    fn staged_copy(&self, id: u64) -> Option<Arc<Staged>> {
+        let map = lock(&self.staged);
+        map.get(&self.journal.canonical(id)).cloned()
+    }
+
     /// Edits the cached listings of `parent`, if held: the current one (lookups) and
     /// the last seen (offline lookups).
     fn edit_listings(&self, parent: u64, edit: impl Fn(&mut Vec<Entry>)) {
@@ -425,21 +436,43 @@ impl CubbyFs {
         self.fetch_entry(id)
     }
 
-    /// The children of a directory as the server lists them (offline: as last seen).
-    fn server_children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
-        if is_local(dir) {
-            return Ok(Arc::new(Vec::new()));
+    /// The children of a directory: the server's listing (offline, as last seen) with
+    /// journaled changes applied. A cached listing is read under the overlay's lock,
+    /// which the replay of a change also holds while it edits listings and retires the
+    /// change, so the two always agree.
+    fn children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
+        let dir = self.journal.canonical(dir);
+        let merged = |overlay: &Overlay, server: Arc<Vec<Entry>>| {
+            if overlay.is_empty() {
+                server
+            } else {
+                Arc::new(overlay.children(dir, &server))
+            }
+        };
+        {
+            let overlay = lock(&self.overlay);
+            if is_local(dir) {
+                return Ok(merged(&overlay, Arc::new(Vec::new())));
+            }
+            if let Some(listing) = self.listings.get(&dir) {
+                return Ok(merged(&overlay, listing));
+            }
+            if !self.sync.is_online() {
+                let known = self.known_listings.get(&dir).ok_or(FsError::Offline)?;
+                return Ok(merged(&overlay, known));
+            }
         }
-        if let Some(listing) = self.listings.get(&dir) {
-            return Ok(listing);
-        }
-        if !self.sync.is_online() {
-            return self.known_listings.get(&dir).ok_or(FsError::Offline);
-        }
-        let children = match self.call(self.remote.children(dir)) {
+        let _no_replay = self
+            .namespace_gate
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let fetched = self.call(self.remote.children(dir));
+        let overlay = lock(&self.overlay);
+        let children = match fetched {
             Ok(children) => Arc::new(children),
             Err(FsError::Offline) => {
-                return self.known_listings.get(&dir).ok_or(FsError::Offline);
+                let known = self.known_listings.get(&dir).ok_or(FsError::Offline)?;
+                return Ok(merged(&overlay, known));
             }
             Err(error) => return Err(error),
         };
@@ -448,18 +481,7 @@ impl CubbyFs {
         }
         self.listings.insert(dir, Arc::clone(&children));
         self.known_listings.insert(dir, Arc::clone(&children));
-        Ok(children)
-    }
-
-    /// The children of a directory, with journaled changes applied.
-    fn children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
-        let dir = self.journal.canonical(dir);
-        let server = self.server_children(dir)?;
-        let overlay = lock(&self.overlay);
-        if overlay.is_empty() {
-            return Ok(server);
-        }
-        Ok(Arc::new(overlay.children(dir, &server)))
+        Ok(merged(&overlay, children))
     }
 
     fn child(&self, parent_ino: u64, name: &OsStr) -> FsResult<Entry> {
@@ -475,7 +497,7 @@ impl CubbyFs {
     /// The entry with what local staging knows on top: size and times of writes, and
     /// attribute changes, not yet committed.
     fn with_local_state(&self, mut entry: Entry) -> Entry {
-        let Some(staged) = lock(&self.staged).get(&entry.id).cloned() else {
+        let Some(staged) = self.staged_copy(entry.id) else {
             return entry;
         };
         let state = match staged.state.try_lock() {
@@ -547,15 +569,10 @@ impl CubbyFs {
 
     // ---- namespace changes ----
     //
-    // Online with nothing journaled, a change goes to the server at once and its answer
-    // (or error) is the call's. Otherwise (offline, or earlier changes still waiting) it
-    // is checked against the local view, journaled durably, and replayed in order by
-    // the sync worker.
-
-    /// Whether a namespace change must wait in the journal.
-    fn journaling(&self) -> bool {
-        !self.sync.is_online() || !self.journal.is_empty()
-    }
+    // Creates, mkdirs, renames, deletes and attribute changes are checked against the
+    // local view, journaled, shown at once, and replayed in order by the sync worker
+    // (online, within milliseconds). `fsync` and `fsyncdir` wait for the replay (or,
+    // offline, make the journal durable locally). See docs/decisions.md.
 
     /// Operations the journal does not carry (symlinks, special files, attributes,
     /// extended attributes) wait until it is replayed, so the server knows every entry
@@ -620,17 +637,6 @@ impl CubbyFs {
     pub fn mkdir(&self, parent_ino: u64, name: &OsStr, mode: u32, owner: Owner) -> FsResult<Entry> {
         let parent = self.id_of(parent_ino);
         let name = name_of(name)?;
-        if !self.journaling() {
-            match self.call(self.remote.mkdir_in(parent, name, mode & 0o7777)) {
-                Ok(entry) => {
-                    let entry = self.label_created(entry, owner)?;
-                    self.created(&entry);
-                    return Ok(entry);
-                }
-                Err(FsError::Offline) => {}
-                Err(error) => return Err(error),
-            }
-        }
         let entry = self.local_entry(parent, name, EntryKind::Dir, mode, owner)?;
         self.journal_op(Op::Mkdir {
             entry: entry.clone(),
@@ -711,22 +717,13 @@ impl CubbyFs {
 
     /// Removes an entry (to the server's trash).
     fn remove(&self, entry: &Entry) -> FsResult<()> {
-        if !self.journaling() {
-            match self.call(self.remote.delete_id(entry.id, false)) {
-                Ok(_) => {
-                    self.forget(entry.id, entry.parent_id);
-                    self.known_gone(entry.id, entry.parent_id);
-                    self.drop_pending_content(entry.id);
-                    return Ok(());
-                }
-                Err(FsError::Offline) => {}
-                Err(error) => return Err(error),
-            }
-        }
         if entry.kind == EntryKind::Dir && !self.children(entry.id)?.is_empty() {
             return Err(FsError::NotEmpty);
         }
-        self.journal_op(Op::Delete { id: entry.id })?;
+        self.journal_op(Op::Delete {
+            id: entry.id,
+            parent: entry.parent_id,
+        })?;
         self.drop_pending_content(entry.id);
         Ok(())
     }
@@ -735,7 +732,7 @@ impl CubbyFs {
     /// conflicted copy). Writes through handles still open on it start over.
     fn drop_pending_content(&self, id: u64) {
         let id = self.journal.canonical(id);
-        let staged = lock(&self.staged).get(&id).cloned();
+        let staged = self.staged_copy(id);
         if let Some(staged) = staged {
             let mut state = staged.lock();
             state.dirty = false;
@@ -776,6 +773,19 @@ impl CubbyFs {
         let source = self.child(parent_ino, name)?;
         let new_parent = self.id_of(new_parent_ino);
         let new_name_str = name_of(new_name)?;
+        if source.kind == EntryKind::Dir {
+            // Never into itself or below it.
+            let mut at = Some(self.journal.canonical(new_parent));
+            while let Some(dir) = at {
+                if dir == self.journal.canonical(source.id) {
+                    return Err(FsError::Invalid);
+                }
+                at = self
+                    .entry(dir)?
+                    .parent_id
+                    .map(|p| self.journal.canonical(p));
+            }
+        }
         let existing = match self.child(new_parent_ino, new_name) {
             Ok(entry) => Some(entry),
             Err(FsError::NotFound) => None,
@@ -785,33 +795,6 @@ impl CubbyFs {
             Some(target) if target.id == source.id => return Ok(()),
             Some(_) if no_replace => return Err(FsError::Exists),
             _ => {}
-        }
-        if !self.journaling() {
-            let direct = match &existing {
-                Some(target)
-                    if source.kind == EntryKind::File && target.kind == EntryKind::File =>
-                {
-                    self.save_over(source.id, target.id)
-                }
-                _ => self
-                    .call(
-                        self.remote
-                            .move_to(source.id, new_parent, new_name_str, !no_replace),
-                    )
-                    .map(|moved| {
-                        self.known_gone(source.id, source.parent_id);
-                        self.placed(&moved);
-                    }),
-            };
-            match direct {
-                Ok(()) => {
-                    self.forget(source.id, source.parent_id);
-                    self.forget(source.id, Some(new_parent));
-                    return Ok(());
-                }
-                Err(FsError::Offline) => {}
-                Err(error) => return Err(error),
-            }
         }
         if let Some(target) = &existing {
             match (source.kind, target.kind) {
@@ -837,7 +820,7 @@ impl CubbyFs {
     /// Commits file `source`'s content as the next version of file `target`, then
     /// removes `source`, whose inode becomes an alias of `target`.
     fn save_over(&self, source: u64, target: u64) -> FsResult<()> {
-        if let Some(staged) = lock(&self.staged).get(&source).cloned() {
+        if let Some(staged) = self.staged_copy(source) {
             self.commit_staged(source, &staged)?;
         }
         let source = self.call(self.remote.entry(source))?;
@@ -897,11 +880,17 @@ impl CubbyFs {
         }
         let any =
             mode.is_some() || mtime.is_some() || atime.is_some() || uid.is_some() || gid.is_some();
-        // A file whose content waits for upload takes its attributes along.
-        let staged = lock(&self.staged).get(&entry.id).cloned();
+        // A file whose content waits for upload takes its attributes along. One being
+        // uploaded now is not waited for: the change is journaled, and its replay waits
+        // for the upload so it lands after it.
+        let staged = self.staged_copy(entry.id);
         if any && let Some(staged) = staged {
-            let mut state = staged.lock();
-            if state.pending() {
+            let mut guard = match staged.state.try_lock() {
+                Ok(state) => Some(state),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            };
+            if let Some(state) = guard.as_mut().filter(|state| state.pending()) {
                 let attrs = &mut state.attrs;
                 attrs.mode = mode.map(|m| m & 0o7777).or(attrs.mode);
                 attrs.uid = uid.or(attrs.uid);
@@ -909,14 +898,12 @@ impl CubbyFs {
                 attrs.mtime_ns = mtime.map(unix_ns).or(attrs.mtime_ns);
                 attrs.atime_ns = atime.map(unix_ns).or(attrs.atime_ns);
                 attrs.changed_ns = Some(unix_ns(SystemTime::now()));
-                staged.record_pending(&state, false)?;
-                drop(state);
+                staged.record_pending(state, false)?;
+                drop(guard);
                 return self.getattr(ino);
             }
         }
         if any {
-            self.settle_journal()?;
-            let id = self.journal.canonical(id);
             let attrs = AttrsRequest {
                 mode: mode.map(|m| m & 0o7777),
                 mtime_ns: mtime.map(unix_ns),
@@ -924,8 +911,17 @@ impl CubbyFs {
                 uid,
                 gid,
             };
-            let updated = self.call(self.remote.set_attrs(id, &attrs))?;
-            self.placed(&updated);
+            let mut changed = self.entry(id)?;
+            changed.mode = attrs.mode.unwrap_or(changed.mode);
+            changed.uid = uid.or(changed.uid);
+            changed.gid = gid.or(changed.gid);
+            changed.mtime_ns = attrs.mtime_ns.unwrap_or(changed.mtime_ns);
+            changed.atime_ns = attrs.atime_ns.unwrap_or(changed.atime_ns);
+            changed.ctime_ns = unix_ns(SystemTime::now());
+            self.journal_op(Op::SetAttrs {
+                entry: changed,
+                attrs,
+            })?;
         } else {
             self.entries.invalidate(&id);
         }
@@ -933,7 +929,7 @@ impl CubbyFs {
     }
 
     fn truncate(&self, entry: &Entry, size: u64) -> FsResult<()> {
-        let open = lock(&self.staged).get(&entry.id).cloned();
+        let open = self.staged_copy(entry.id);
         match open {
             // Staged already. With no handle open on it (a path truncate while the
             // upload waits), it is queued like a close; an open writer's close queues it.
@@ -975,7 +971,7 @@ impl CubbyFs {
 
     /// The staging copy of `entry`, created (and filled, unless `empty`) when absent.
     fn stage(&self, entry: &Entry, empty: bool) -> FsResult<Arc<Staged>> {
-        if let Some(staged) = lock(&self.staged).get(&entry.id).cloned() {
+        if let Some(staged) = self.staged_copy(entry.id) {
             return Ok(staged);
         }
         let staged = Arc::new(Staged::create(
@@ -1003,7 +999,7 @@ impl CubbyFs {
         let id = self.id_of(ino);
         // The staged copy first: one that is gone by now was committed before the
         // entry below is fetched, so that entry is at least the committed version.
-        let mut staged = lock(&self.staged).get(&id).cloned();
+        let mut staged = self.staged_copy(id);
         // Close-to-open: what is current on the server now.
         let entry = self.fetch_entry(id)?;
         match entry.kind {
@@ -1025,7 +1021,7 @@ impl CubbyFs {
                 drop(staged.take());
                 self.unstage_if_idle(id);
                 // Still open through another handle: those handles share it.
-                staged = lock(&self.staged).get(&id).cloned();
+                staged = self.staged_copy(id);
             }
         }
         if write || staged.is_some() {
@@ -1051,8 +1047,8 @@ impl CubbyFs {
         Ok((self.new_handle(handle), keep_cache))
     }
 
-    /// Creates an empty file and opens it. Online, the server creates it at once (so it
-    /// has its id); otherwise the creation is journaled.
+    /// Creates an empty file (journaled, with a local id until the server has it) and
+    /// opens it.
     pub fn create(
         &self,
         parent_ino: u64,
@@ -1063,37 +1059,12 @@ impl CubbyFs {
         let parent = self.id_of(parent_ino);
         let name = name_of(name)?;
         let (uid, gid) = self.owner_labels(owner);
-        let mode = mode & 0o7777;
-        let mut created = None;
-        if !self.journaling() {
-            let request = cubby_proto::api::CreateRequest {
-                parent_id: parent,
-                name: name.to_owned(),
-                mode: (mode != 0o644).then_some(mode),
-                uid,
-                gid,
-            };
-            match self.call(self.remote.create(&request)) {
-                Ok(entry) => {
-                    self.created(&entry);
-                    created = Some(entry);
-                }
-                Err(FsError::Offline) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        let mut entry = match created {
-            Some(entry) => entry,
-            None => {
-                let entry = self.local_entry(parent, name, EntryKind::File, mode, owner)?;
-                self.journal_op(Op::Create {
-                    entry: entry.clone(),
-                    uid,
-                    gid,
-                })?;
-                entry
-            }
-        };
+        let mut entry = self.local_entry(parent, name, EntryKind::File, mode, owner)?;
+        self.journal_op(Op::Create {
+            entry: entry.clone(),
+            uid,
+            gid,
+        })?;
         let staged = Arc::new(Staged::create(
             &self.config.staging_dir,
             entry.id,
@@ -1247,10 +1218,8 @@ impl CubbyFs {
     /// `fsync`: the staged changes are durable on local disk and, unless the server is
     /// unreachable, committed by the server when this returns.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
-        // A file created while changes were journaled: the server learns of it first.
-        if let Err(error) = self.settle_journal() {
-            tracing::debug!(%error, "fsync: the journal waits");
-        }
+        // The server learns of the file (and of every earlier namespace change) first.
+        self.fsync_namespace()?;
         match &*self.handle(fh)? {
             Handle::Writer { id, staged } => match self.commit_staged(*id, staged) {
                 // Durable in the staging area; the sync worker sends it when it can.
@@ -1262,6 +1231,20 @@ impl CubbyFs {
             },
             Handle::Reader { .. } => Ok(()),
         }
+    }
+
+    /// `fsync` of a directory: its namespace changes reach the server, or (when it
+    /// cannot take them) the local disk.
+    pub fn fsyncdir(&self) -> FsResult<()> {
+        self.fsync_namespace()
+    }
+
+    fn fsync_namespace(&self) -> FsResult<()> {
+        if let Err(error) = self.settle_journal() {
+            tracing::debug!(%error, "fsync: the journal waits; kept durably here");
+            self.journal.sync()?;
+        }
+        Ok(())
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
@@ -1307,7 +1290,7 @@ impl CubbyFs {
     /// Uploads the staged changes of file `id`, if any (the sync worker's step).
     fn upload(&self, id: u64) -> FsResult<()> {
         let id = self.journal.canonical(id);
-        let Some(staged) = lock(&self.staged).get(&id).cloned() else {
+        let Some(staged) = self.staged_copy(id) else {
             return Ok(());
         };
         let result = self.commit_staged(id, &staged);
@@ -1484,7 +1467,7 @@ impl CubbyFs {
                     .map_err(|e| FsError::Io(e.to_string()))?;
                 return Ok(Some(status));
             }
-            let staged = lock(&self.staged).get(&entry.id).cloned();
+            let staged = self.staged_copy(entry.id);
             let pending = is_local(entry.id) || staged.is_some_and(|s| s.lock().pending());
             return Ok(match key {
                 "version" => Some(entry.version.to_string().into_bytes()),

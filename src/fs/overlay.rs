@@ -38,14 +38,16 @@ impl Overlay {
     /// Lays a newly journaled operation over the view; `canon` maps ids to the server's.
     pub fn apply(&mut self, op: &Op, canon: impl Fn(u64) -> u64) {
         match op {
-            Op::Create { entry, .. } | Op::Mkdir { entry } => self.put(entry, &canon),
+            Op::Create { entry, .. } | Op::Mkdir { entry } | Op::SetAttrs { entry, .. } => {
+                self.put(entry, &canon)
+            }
             Op::Rename { entry, replaced } => {
                 self.put(entry, &canon);
                 if let Some(replaced) = replaced {
                     *self.removed.entry(canon(*replaced)).or_default() += 1;
                 }
             }
-            Op::Delete { id } => *self.removed.entry(canon(*id)).or_default() += 1,
+            Op::Delete { id, .. } => *self.removed.entry(canon(*id)).or_default() += 1,
         }
     }
 
@@ -70,7 +72,7 @@ impl Overlay {
             }
         }
         match op {
-            Op::Create { entry, .. } | Op::Mkdir { entry } => {
+            Op::Create { entry, .. } | Op::Mkdir { entry } | Op::SetAttrs { entry, .. } => {
                 release(&mut self.entries, canon(entry.id), |s| &mut s.1)
             }
             Op::Rename { entry, replaced } => {
@@ -79,7 +81,7 @@ impl Overlay {
                     release(&mut self.removed, canon(*replaced), |n| n);
                 }
             }
-            Op::Delete { id } => release(&mut self.removed, canon(*id), |n| n),
+            Op::Delete { id, .. } => release(&mut self.removed, canon(*id), |n| n),
         }
     }
 
@@ -158,7 +160,10 @@ mod tests {
             entry: entry(10, 2, "moved"),
             replaced: None,
         };
-        let delete = Op::Delete { id: 11 };
+        let delete = Op::Delete {
+            id: 11,
+            parent: None,
+        };
         for op in [&create, &rename, &delete] {
             overlay.apply(op, same);
         }

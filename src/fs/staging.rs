@@ -146,7 +146,7 @@ pub struct Spares {
 }
 
 /// Most spare staging files kept.
-const SPARES_MAX: usize = 64;
+const SPARES_MAX: usize = 4096;
 
 impl Spares {
     fn take(&self) -> Option<PathBuf> {

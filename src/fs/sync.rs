@@ -19,6 +19,21 @@ use super::journal::Op;
 use super::{CubbyFs, FsError, FsResult, lock};
 use crate::conflict::conflicted_name;
 
+/// What a replayed change did to the server's state, for the caches.
+enum Applied {
+    /// The entry is now as given; `from` is the directory it left, when it moved.
+    Placed { entry: Entry, from: Option<u64> },
+    /// The entry left `parent`.
+    Removed { id: u64, parent: Option<u64> },
+    /// The caches were brought up to date already.
+    Cached,
+    /// Not known exactly: cached listings and entries go.
+    Unknown,
+}
+
+/// Pending uploads listed by name in the status.
+pub const LISTED_UPLOADS: usize = 100;
+
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
 
@@ -156,6 +171,10 @@ pub struct SyncStatus {
     /// Journaled namespace changes plus files waiting for upload.
     pub queue_depth: usize,
     pub pending_operations: usize,
+    /// Files waiting for upload (or being uploaded).
+    #[serde(default)]
+    pub pending_upload_count: usize,
+    /// The first [`LISTED_UPLOADS`] of them (the status must fit in an attribute).
     pub pending_uploads: Vec<PendingUpload>,
     pub pending_bytes: u64,
     /// Failed attempts to reach the server since the mount started.
@@ -288,9 +307,15 @@ impl CubbyFs {
         let _one_at_a_time = lock(&self.sync.replaying);
         let mut worked = false;
         while let Some((seq, op)) = self.journal.first() {
-            match self.replay(&op) {
-                Ok(()) => {}
-                // The server refused this change for good: it is dropped, loudly.
+            // No listing fetch straddles the change: one fetched before it is edited below.
+            let _gate = self
+                .namespace_gate
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let applied = match self.replay(&op) {
+                Ok(applied) => applied,
+                // The server refused this change for good: it is dropped, loudly, and the
+                // local view goes back to the server's.
                 Err(
                     error @ (FsError::Invalid
                     | FsError::NotDir
@@ -303,6 +328,7 @@ impl CubbyFs {
                 ) => {
                     tracing::error!(?op, %error, "the server refused a journaled change; dropped");
                     *lock(&self.sync.last_error) = Some(format!("{op:?}: {error}"));
+                    Applied::Unknown
                 }
                 // Unreachable, or refused for now (a 5xx, an expired token): later.
                 Err(error) => {
@@ -311,16 +337,46 @@ impl CubbyFs {
                     }
                     return Err(error);
                 }
-            }
+            };
             {
+                // Listings show the change before the overlay stops showing it.
                 let mut overlay = lock(&self.overlay);
+                self.note_applied(applied);
                 self.journal.done(seq);
                 overlay.retire(&op, |id| self.journal.canonical(id));
             }
-            self.forget_op(&op);
             worked = true;
         }
         Ok(worked)
+    }
+
+    /// Brings cached server state up to date with a change the server applied.
+    fn note_applied(&self, applied: Applied) {
+        match applied {
+            Applied::Placed { entry, from } => {
+                if from.is_some() && from != entry.parent_id {
+                    self.known_gone(entry.id, from);
+                }
+                self.created(&entry);
+            }
+            Applied::Removed { id, parent } => {
+                self.sync.touched(id);
+                self.entries.invalidate(&id);
+                match parent {
+                    Some(parent) => {
+                        self.sync.touched(parent);
+                        self.entries.invalidate(&parent);
+                        self.known_gone(id, Some(parent));
+                    }
+                    None => self.listings.invalidate_all(),
+                }
+            }
+            Applied::Cached => {}
+            Applied::Unknown => {
+                self.entries.invalidate_all();
+                self.listings.invalidate_all();
+            }
+        }
     }
 
     /// Another client changed an entry: what this mount and the kernel cached about it
@@ -358,38 +414,15 @@ impl CubbyFs {
         self.listings.invalidate_all();
     }
 
-    /// Drops cached server state an applied operation changed.
-    fn forget_op(&self, op: &Op) {
-        let canon = |id| self.journal.canonical(id);
-        match op {
-            Op::Create { entry, .. } | Op::Mkdir { entry } | Op::Rename { entry, .. } => {
-                self.listings.invalidate(&canon(entry.id));
-                self.entries.invalidate(&canon(entry.id));
-                self.listings.invalidate(&self.root_id);
-                if let Some(parent) = entry.parent_id {
-                    self.listings.invalidate(&canon(parent));
-                }
-                // A move also changes the old parent, which the op does not name.
-                if matches!(op, Op::Rename { .. }) {
-                    self.listings.invalidate_all();
-                }
-            }
-            Op::Delete { id } => {
-                self.entries.invalidate(&canon(*id));
-                self.listings.invalidate_all();
-            }
-        }
-    }
-
     /// Applies one journaled operation on the server.
-    fn replay(&self, op: &Op) -> FsResult<()> {
+    fn replay(&self, op: &Op) -> FsResult<Applied> {
         let canon = |id| self.journal.canonical(id);
         match op {
             // Already created (the daemon stopped before the journal said so).
             Op::Create { entry, .. } | Op::Mkdir { entry }
                 if !super::journal::is_local(canon(entry.id)) =>
             {
-                Ok(())
+                Ok(Applied::Unknown)
             }
             Op::Create { entry, uid, gid } => {
                 let parent = canon(entry.parent_id.ok_or(FsError::Invalid)?);
@@ -406,7 +439,11 @@ impl CubbyFs {
                 let adopt =
                     |existing: &Entry| existing.kind == EntryKind::File && existing.size == 0;
                 let created = self.create_or_place(parent, &entry.name, create, adopt)?;
-                self.resolved(entry.id, &created)
+                self.resolved(entry.id, &created)?;
+                Ok(Applied::Placed {
+                    entry: created,
+                    from: None,
+                })
             }
             Op::Mkdir { entry } => {
                 let parent = canon(entry.parent_id.ok_or(FsError::Invalid)?);
@@ -423,11 +460,23 @@ impl CubbyFs {
                     };
                     self.call(self.remote.set_attrs(created.id, &attrs))?;
                 }
-                self.resolved(entry.id, &created)
+                self.resolved(entry.id, &created)?;
+                Ok(Applied::Placed {
+                    entry: created,
+                    from: None,
+                })
             }
             Op::Rename { entry, replaced } => {
                 let id = canon(entry.id);
                 let parent = canon(entry.parent_id.ok_or(FsError::Invalid)?);
+                let from = self
+                    .known_entries
+                    .get(&id)
+                    .and_then(|known| known.parent_id);
+                let placed = |moved: Entry| match from {
+                    Some(_) => Applied::Placed { entry: moved, from },
+                    None => Applied::Unknown,
+                };
                 if let Some(replaced) = replaced {
                     let target = canon(*replaced);
                     let target_entry = match self.call(self.remote.entry(target)) {
@@ -443,24 +492,42 @@ impl CubbyFs {
                         && target_entry.kind == EntryKind::File
                         && entry.kind == EntryKind::File
                     {
-                        return self.save_over(id, target);
+                        // Cached state of both files is dropped by the save.
+                        return self.save_over(id, target).map(|()| Applied::Cached);
                     }
                     if !still_there {
                         // Someone else's entry holds the name now: never replace it.
-                        return self.move_placed(id, parent, &entry.name, false);
+                        return self.move_placed(id, parent, &entry.name, false).map(placed);
                     }
                 }
                 self.move_placed(id, parent, &entry.name, replaced.is_some())
+                    .map(placed)
             }
-            Op::Delete { id } => match self.call(self.remote.delete_id(canon(*id), false)) {
-                Ok(_) | Err(FsError::NotFound) => Ok(()),
-                Err(error) => Err(error),
-            },
+            Op::Delete { id, parent } => {
+                match self.call(self.remote.delete_id(canon(*id), false)) {
+                    Ok(_) | Err(FsError::NotFound) => Ok(Applied::Removed {
+                        id: canon(*id),
+                        parent: parent.map(canon),
+                    }),
+                    Err(error) => Err(error),
+                }
+            }
+            Op::SetAttrs { entry, attrs } => {
+                let id = canon(entry.id);
+                // After an upload of the same file that is under way.
+                let staged = self.staged_copy(id);
+                let _uploaded = staged.as_ref().map(|staged| staged.lock());
+                let updated = self.call(self.remote.set_attrs(id, attrs))?;
+                Ok(Applied::Placed {
+                    from: updated.parent_id,
+                    entry: updated,
+                })
+            }
         }
     }
 
     /// Moves `id` to `name` in `parent`, or to a conflicted name when that is taken.
-    fn move_placed(&self, id: u64, parent: u64, name: &str, replace: bool) -> FsResult<()> {
+    fn move_placed(&self, id: u64, parent: u64, name: &str, replace: bool) -> FsResult<Entry> {
         let mut attempt = 0;
         loop {
             let candidate = match attempt {
@@ -469,7 +536,7 @@ impl CubbyFs {
             };
             let replace = replace && attempt == 0;
             match self.call(self.remote.move_to(id, parent, &candidate, replace)) {
-                Ok(_) => return Ok(()),
+                Ok(moved) => return Ok(moved),
                 Err(FsError::Exists | FsError::NotEmpty) if attempt < 20 => attempt += 1,
                 Err(error) => return Err(error),
             }
@@ -557,9 +624,20 @@ impl CubbyFs {
             .iter()
             .map(|(id, staged)| (*id, Arc::clone(staged)))
             .collect();
-        let pending_uploads: Vec<PendingUpload> = staged
+        // One being uploaded (its state locked meanwhile) is still waiting.
+        let waiting: Vec<_> = staged
             .into_iter()
-            .filter(|(_, staged)| staged.lock().pending())
+            .filter(|(_, staged)| match staged.state.try_lock() {
+                Ok(state) => state.pending(),
+                Err(std::sync::TryLockError::WouldBlock) => true,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner().pending(),
+            })
+            .collect();
+        let pending_upload_count = waiting.len();
+        let pending_bytes = waiting.iter().map(|(_, s)| s.len().unwrap_or(0)).sum();
+        let pending_uploads: Vec<PendingUpload> = waiting
+            .into_iter()
+            .take(LISTED_UPLOADS)
             .map(|(id, staged)| PendingUpload {
                 id,
                 name: self
@@ -577,9 +655,10 @@ impl CubbyFs {
         let pending_operations = self.journal.len();
         SyncStatus {
             online: self.sync.is_online(),
-            queue_depth: pending_operations + pending_uploads.len(),
+            queue_depth: pending_operations + pending_upload_count,
             pending_operations,
-            pending_bytes: pending_uploads.iter().map(|p| p.bytes).sum(),
+            pending_upload_count,
+            pending_bytes,
             pending_uploads,
             retries: self.sync.retries.load(Ordering::Relaxed),
             conflicts: lock(&self.sync.conflicts).clone(),
