@@ -80,7 +80,7 @@ struct JournalState {
 
 /// One line of the log.
 enum Line {
-    Op(u64, Op),
+    Op(u64, Box<Op>),
     Done(u64),
 }
 
@@ -117,7 +117,7 @@ fn load_ops(dir: &Path) -> std::io::Result<(BTreeMap<u64, Op>, Vec<PathBuf>)> {
         for line in text.lines() {
             match parse_line(line) {
                 Some(Line::Op(seq, op)) => {
-                    ops.insert(seq, op);
+                    ops.insert(seq, *op);
                 }
                 Some(Line::Done(seq)) => {
                     ops.remove(&seq);
