@@ -418,5 +418,60 @@ mod tests {
         journal.forget_resolutions();
         assert_eq!(journal.canonical(a), a);
         assert!(!dir.path().join("ids").exists());
+        // Emptied, the log starts over.
+        assert_eq!(std::fs::metadata(dir.path().join("log")).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_line_cut_short_is_skipped_and_version_1_files_are_moved_into_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let first = journal
+            .push(&Op::Delete {
+                id: 7,
+                parent: None,
+            })
+            .unwrap();
+        journal
+            .push(&Op::Delete {
+                id: 8,
+                parent: None,
+            })
+            .unwrap();
+        journal.done(first);
+        drop(journal);
+        // A crash in the middle of an append, and an operation from version 1.
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("log"))
+            .unwrap();
+        log.write_all(b"op 3 {\"op\":\"del").unwrap();
+        let old = serde_json::to_vec(&Op::Delete {
+            id: 9,
+            parent: None,
+        })
+        .unwrap();
+        std::fs::write(dir.path().join(format!("{:020}.op", 10)), old).unwrap();
+
+        let journal = Journal::open(dir.path()).unwrap();
+        let ids: Vec<u64> = journal
+            .all()
+            .iter()
+            .map(|op| match op {
+                Op::Delete { id, .. } => *id,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [8, 9]);
+        assert!(!dir.path().join(format!("{:020}.op", 10)).exists());
+        let next = journal
+            .push(&Op::Delete {
+                id: 11,
+                parent: None,
+            })
+            .unwrap();
+        assert!(next > 10, "sequence numbers carry on: {next}");
+        drop(journal);
+        assert_eq!(Journal::open(dir.path()).unwrap().len(), 3);
     }
 }

@@ -426,6 +426,25 @@ impl CubbyFs {
         }
     }
 
+    /// The kind of entry `id` (which never changes), from any cache before the server:
+    /// creating file after file in a directory asks nothing about the directory.
+    fn kind_of(&self, id: u64) -> FsResult<EntryKind> {
+        let id = self.journal.canonical(id);
+        match self.overlaid(id) {
+            Overlaid::Removed => return Err(FsError::NotFound),
+            Overlaid::Present(entry) => return Ok(entry.kind),
+            Overlaid::Untouched => {}
+        }
+        match self
+            .entries
+            .get(&id)
+            .or_else(|| self.known_entries.get(&id))
+        {
+            Some(entry) => Ok(entry.kind),
+            None => Ok(self.entry(id)?.kind),
+        }
+    }
+
     fn entry(&self, id: u64) -> FsResult<Entry> {
         let id = self.journal.canonical(id);
         if let Overlaid::Untouched = self.overlaid(id)
@@ -607,7 +626,7 @@ impl CubbyFs {
         mode: u32,
         owner: Owner,
     ) -> FsResult<Entry> {
-        if self.entry(parent)?.kind != EntryKind::Dir {
+        if self.kind_of(parent)? != EntryKind::Dir {
             return Err(FsError::NotDir);
         }
         if self.children(parent)?.iter().any(|e| e.name == name) {

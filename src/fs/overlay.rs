@@ -7,7 +7,7 @@
 //! operations that touch it; when the last of them is applied by the server, the entry
 //! leaves the overlay and the server's listing shows the same thing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use cubby_proto::api::Entry;
 
@@ -28,6 +28,8 @@ pub enum Overlaid {
 pub struct Overlay {
     entries: HashMap<u64, (Entry, usize)>,
     removed: HashMap<u64, usize>,
+    /// The ids in `entries` by parent, so a listing costs its own size.
+    by_parent: HashMap<u64, BTreeSet<u64>>,
 }
 
 impl Overlay {
@@ -55,9 +57,26 @@ impl Overlay {
         let mut entry = entry.clone();
         entry.id = canon(entry.id);
         entry.parent_id = entry.parent_id.map(canon);
+        let old_parent = self.entries.get(&entry.id).and_then(|(e, _)| e.parent_id);
+        if old_parent != entry.parent_id {
+            self.unindex(entry.id, old_parent);
+        }
+        if let Some(parent) = entry.parent_id {
+            self.by_parent.entry(parent).or_default().insert(entry.id);
+        }
         let slot = self.entries.entry(entry.id).or_insert((entry.clone(), 0));
         slot.0 = entry;
         slot.1 += 1;
+    }
+
+    fn unindex(&mut self, id: u64, parent: Option<u64>) {
+        let Some(parent) = parent else { return };
+        if let Some(ids) = self.by_parent.get_mut(&parent) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_parent.remove(&parent);
+            }
+        }
     }
 
     /// The server applied `op`: it no longer needs laying over.
@@ -71,12 +90,23 @@ impl Overlay {
                 }
             }
         }
-        match op {
-            Op::Create { entry, .. } | Op::Mkdir { entry } | Op::SetAttrs { entry, .. } => {
-                release(&mut self.entries, canon(entry.id), |s| &mut s.1)
+        let id = match op {
+            Op::Create { entry, .. }
+            | Op::Mkdir { entry }
+            | Op::SetAttrs { entry, .. }
+            | Op::Rename { entry, .. } => Some(canon(entry.id)),
+            Op::Delete { .. } => None,
+        };
+        if let Some(id) = id {
+            let parent = self.entries.get(&id).and_then(|(e, _)| e.parent_id);
+            release(&mut self.entries, id, |s| &mut s.1);
+            if !self.entries.contains_key(&id) {
+                self.unindex(id, parent);
             }
-            Op::Rename { entry, replaced } => {
-                release(&mut self.entries, canon(entry.id), |s| &mut s.1);
+        }
+        match op {
+            Op::Create { .. } | Op::Mkdir { .. } | Op::SetAttrs { .. } => {}
+            Op::Rename { replaced, .. } => {
                 if let Some(replaced) = replaced {
                     release(&mut self.removed, canon(*replaced), |n| n);
                 }
@@ -88,16 +118,24 @@ impl Overlay {
     /// The server created local entry `local` as `server`.
     pub fn rekey(&mut self, local: u64, server: u64) {
         if let Some((mut entry, count)) = self.entries.remove(&local) {
+            self.unindex(local, entry.parent_id);
             entry.id = server;
+            if let Some(parent) = entry.parent_id {
+                self.by_parent.entry(parent).or_default().insert(server);
+            }
             self.entries.insert(server, (entry, count));
         }
         if let Some(count) = self.removed.remove(&local) {
             self.removed.insert(server, count);
         }
-        for (entry, _) in self.entries.values_mut() {
-            if entry.parent_id == Some(local) {
+        let children = self.by_parent.remove(&local).unwrap_or_default();
+        for child in &children {
+            if let Some((entry, _)) = self.entries.get_mut(child) {
                 entry.parent_id = Some(server);
             }
+        }
+        if !children.is_empty() {
+            self.by_parent.entry(server).or_default().extend(children);
         }
     }
 
@@ -121,10 +159,13 @@ impl Overlay {
             .cloned()
             .collect();
         out.extend(
-            self.entries
-                .values()
+            self.by_parent
+                .get(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.entries.get(id))
                 .map(|(entry, _)| entry)
-                .filter(|e| e.parent_id == Some(dir) && !self.removed.contains_key(&e.id))
+                .filter(|e| !self.removed.contains_key(&e.id))
                 .cloned(),
         );
         out
@@ -201,5 +242,38 @@ mod tests {
         }
         overlay.retire(&rename, same);
         assert!(overlay.is_empty());
+    }
+
+    #[test]
+    fn a_new_directorys_children_follow_its_server_id() {
+        let same = |id| id;
+        let mut overlay = Overlay::default();
+        let mkdir = Op::Mkdir {
+            entry: entry(100, 1, "d"),
+        };
+        let create = Op::Create {
+            entry: entry(101, 100, "f"),
+            uid: None,
+            gid: None,
+        };
+        let moved = Op::Rename {
+            entry: entry(101, 1, "g"),
+            replaced: None,
+        };
+        overlay.apply(&mkdir, same);
+        overlay.apply(&create, same);
+        assert_eq!(names(&overlay.children(100, &[])), ["f"]);
+        overlay.rekey(100, 40);
+        assert_eq!(names(&overlay.children(40, &[])), ["f"]);
+        assert!(overlay.children(100, &[]).is_empty());
+        overlay.apply(&moved, same);
+        assert!(overlay.children(40, &[]).is_empty());
+        assert_eq!(names(&overlay.children(1, &[])), ["d", "g"]);
+        let canon = |id| if id == 100 { 40 } else { id };
+        for op in [&mkdir, &create, &moved] {
+            overlay.retire(op, canon);
+        }
+        assert!(overlay.is_empty());
+        assert!(overlay.by_parent.is_empty(), "{:?}", overlay.by_parent);
     }
 }
