@@ -355,6 +355,10 @@ pub struct CreateRequest {
     pub uid: Option<u32>,
     #[serde(default)]
     pub gid: Option<u32>,
+    /// When the file was created (Unix nanoseconds, the client's clock; a change made
+    /// offline is sent later): its times, if not ahead of the server's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ns: Option<i64>,
 }
 
 // The change feed.

@@ -789,6 +789,7 @@ async fn attributes_and_special_entries(store: Arc<dyn MetaStore>) {
         atime_ns: Some(2_000_000_009),
         uid: Some(65534),
         gid: Some(65534),
+        ctime_ns: None,
     };
     let changed = store.set_attrs(u, EntryId(f.id), change).await.unwrap();
     assert_eq!(changed.mode, 0o600);
@@ -800,6 +801,16 @@ async fn attributes_and_special_entries(store: Arc<dyn MetaStore>) {
     assert!(
         changed.ctime_ns > f.ctime_ns,
         "ctime moves on every attribute change"
+    );
+    let given = AttrChange {
+        ctime_ns: Some(changed.ctime_ns + 11),
+        ..AttrChange::default()
+    };
+    let stamped = store.set_attrs(u, EntryId(f.id), given).await.unwrap();
+    assert_eq!(
+        stamped.ctime_ns,
+        changed.ctime_ns + 11,
+        "a change time given is kept"
     );
     // Unchanged fields stay.
     let only_mode = AttrChange {

@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use cubby_proto::api::{AttrsRequest, Entry, EntryKind, FileManifest};
-use cubby_proto::{ContentHash, ErrorCode};
+use cubby_proto::{ContentHash, ErrorCode, chunking};
 use futures_util::future::try_join_all;
 use journal::{Journal, Op, is_local};
 use moka::sync::Cache;
@@ -104,6 +104,8 @@ enum Handle {
         id: u64,
         version: u64,
         manifest: Mutex<Option<Arc<FileManifest>>>,
+        /// The content's hash when it is one chunk (so a cached chunk needs no manifest).
+        single_chunk: Option<ContentHash>,
     },
     /// Reads and writes of the file's staging copy.
     Writer { id: u64, staged: Arc<Staged> },
@@ -409,7 +411,7 @@ impl CubbyFs {
         let id = self.journal.canonical(id);
         match self.overlaid(id) {
             Overlaid::Removed => return Err(FsError::NotFound),
-            Overlaid::Present(entry) => return Ok(entry),
+            Overlaid::Present(entry) => return Ok(self.with_server_content(entry)),
             Overlaid::Untouched if is_local(id) => return Err(FsError::NotFound),
             Overlaid::Untouched => {}
         }
@@ -424,6 +426,32 @@ impl CubbyFs {
             Err(FsError::Offline) => self.known_entries.get(&id).ok_or(FsError::Offline),
             Err(error) => Err(error),
         }
+    }
+
+    /// A journaled change holds a file's entry as it was when the change was made; its
+    /// content (size, version, hash) may have been committed since. The server's is
+    /// taken for those.
+    fn with_server_content(&self, mut entry: Entry) -> Entry {
+        if is_local(entry.id) || entry.kind != EntryKind::File {
+            return entry;
+        }
+        let server = match self.entries.get(&entry.id) {
+            Some(server) => Some(server),
+            None if self.sync.is_online() => match self.call(self.remote.entry(entry.id)) {
+                Ok(server) => {
+                    self.remember(&server);
+                    Some(server)
+                }
+                Err(_) => self.known_entries.get(&entry.id),
+            },
+            None => self.known_entries.get(&entry.id),
+        };
+        if let Some(server) = server {
+            entry.size = server.size;
+            entry.version = server.version;
+            entry.hash = server.hash;
+        }
+        entry
     }
 
     /// The kind of entry `id` (which never changes), from any cache before the server:
@@ -617,6 +645,20 @@ impl CubbyFs {
         Ok(())
     }
 
+    /// A journaled change to directory `dir`'s content made at `time`: the directory
+    /// shows new times at once, as the server will once it applies the change.
+    fn touch_dir(&self, dir: Option<u64>, time: i64) {
+        let Some(dir) = dir.map(|dir| self.journal.canonical(dir)) else {
+            return;
+        };
+        lock(&self.overlay).touch(dir, time);
+        if let Some(mut entry) = self.entries.get(&dir) {
+            entry.mtime_ns = time;
+            entry.ctime_ns = time;
+            self.placed(&entry);
+        }
+    }
+
     /// A new entry made here, checked against the local view, with a local id.
     fn local_entry(
         &self,
@@ -660,6 +702,7 @@ impl CubbyFs {
         self.journal_op(Op::Mkdir {
             entry: entry.clone(),
         })?;
+        self.touch_dir(Some(parent), entry.ctime_ns);
         Ok(entry)
     }
 
@@ -743,6 +786,7 @@ impl CubbyFs {
             id: entry.id,
             parent: entry.parent_id,
         })?;
+        self.touch_dir(entry.parent_id, unix_ns(SystemTime::now()));
         self.drop_pending_content(entry.id);
         Ok(())
     }
@@ -815,6 +859,25 @@ impl CubbyFs {
             Some(_) if no_replace => return Err(FsError::Exists),
             _ => {}
         }
+        // A file saved over another (an editor's save, git's lock files) keeps the
+        // target's id and history: online, that happens now, after what is journaled.
+        if let Some(target) = &existing
+            && source.kind == EntryKind::File
+            && target.kind == EntryKind::File
+            && self.settle_journal().is_ok()
+        {
+            let source_id = self.journal.canonical(source.id);
+            let target_id = self.journal.canonical(target.id);
+            match self.save_over(source_id, target_id) {
+                Ok(()) => {
+                    self.forget(source_id, source.parent_id);
+                    self.forget(source_id, Some(new_parent));
+                    return Ok(());
+                }
+                Err(FsError::Offline) => {}
+                Err(error) => return Err(error),
+            }
+        }
         if let Some(target) = &existing {
             match (source.kind, target.kind) {
                 (EntryKind::Dir, EntryKind::Dir) if !self.children(target.id)?.is_empty() => {
@@ -830,15 +893,23 @@ impl CubbyFs {
         moved.parent_id = Some(new_parent);
         moved.name = new_name_str.to_owned();
         moved.ctime_ns = unix_ns(SystemTime::now());
+        let time = moved.ctime_ns;
         self.journal_op(Op::Rename {
             entry: moved,
             replaced: existing.map(|target| target.id),
-        })
+        })?;
+        self.touch_dir(source.parent_id, time);
+        self.touch_dir(Some(new_parent), time);
+        Ok(())
     }
 
     /// Commits file `source`'s content as the next version of file `target`, then
     /// removes `source`, whose inode becomes an alias of `target`.
     fn save_over(&self, source: u64, target: u64) -> FsResult<()> {
+        // The target's own waiting content came first: it becomes a version of its own.
+        if let Some(staged) = self.staged_copy(target) {
+            self.commit_staged(target, &staged)?;
+        }
         if let Some(staged) = self.staged_copy(source) {
             self.commit_staged(source, &staged)?;
         }
@@ -999,7 +1070,13 @@ impl CubbyFs {
             entry.version,
             &self.spares,
         )?);
-        if !empty && entry.size > 0 {
+        let single_chunk = entry
+            .hash
+            .filter(|_| self.holds_single_chunk(entry))
+            .and_then(|hash| self.chunks.get(&hash));
+        if let (false, Some(data)) = (empty, single_chunk) {
+            std::os::unix::fs::FileExt::write_all_at(&staged.file, &data, 0)?;
+        } else if !empty && entry.size > 0 {
             let manifest = self.manifest(entry.id, entry.version)?;
             for chunk in &manifest.chunks {
                 let data = self.chunk(chunk.hash, &chunk.url)?;
@@ -1058,10 +1135,14 @@ impl CubbyFs {
         }
         let keep_cache = lock(&self.cached_version).get(&id) == Some(&entry.version);
         lock(&self.cached_version).insert(id, entry.version);
+        let single_chunk = entry
+            .hash
+            .filter(|_| entry.size > 0 && self.holds_single_chunk(&entry));
         let handle = Handle::Reader {
             id,
             version: entry.version,
             manifest: Mutex::new(None),
+            single_chunk,
         };
         Ok((self.new_handle(handle), keep_cache))
     }
@@ -1084,6 +1165,7 @@ impl CubbyFs {
             uid,
             gid,
         })?;
+        self.touch_dir(Some(parent), entry.ctime_ns);
         let staged = Arc::new(Staged::create(
             &self.config.staging_dir,
             entry.id,
@@ -1119,7 +1201,13 @@ impl CubbyFs {
                 id,
                 version,
                 manifest,
+                single_chunk,
             } => {
+                if let Some(data) = single_chunk.and_then(|hash| self.chunks.get(&hash)) {
+                    let start = (offset as usize).min(data.len());
+                    let end = (start + size as usize).min(data.len());
+                    return Ok(data[start..end].to_vec());
+                }
                 let cached = lock(manifest).clone();
                 let current = match cached {
                     Some(m) => m,
@@ -1392,6 +1480,7 @@ impl CubbyFs {
                 }
             };
             state.base_version = report.version;
+            self.cache_small_content(staged, &report);
             state.dirty = false;
             let modified = state.modified_ns.take();
             let parent = self.entries.get(&report.file_id).and_then(|e| e.parent_id);
@@ -1432,6 +1521,27 @@ impl CubbyFs {
             Ok(entry) => Ok((entry.size == 0 && entry.version <= 1).then_some(entry.version)),
             Err(FsError::NotFound) => Ok(None),
             Err(error) => Err(error),
+        }
+    }
+
+    /// Whether `entry` (as the server has it, not as journaled changes left it) has
+    /// content of one chunk whose hash is the content's.
+    fn holds_single_chunk(&self, entry: &Entry) -> bool {
+        entry.size <= u64::from(chunking::MIN_CHUNK)
+            && matches!(self.overlaid(entry.id), Overlaid::Untouched)
+    }
+
+    /// Content of at most one chunk that was just committed joins the chunk cache, so
+    /// reading it back (on this mount, later, or offline) asks the server for nothing.
+    /// Only if the staged bytes still hash to what the server committed.
+    fn cache_small_content(&self, staged: &Staged, report: &transfer::UploadReport) {
+        if report.size == 0 || report.size > u64::from(chunking::MIN_CHUNK) {
+            return;
+        }
+        if let Ok(data) = staged.read_at(0, report.size as usize)
+            && ContentHash::of(&data) == report.hash
+        {
+            self.chunks.put(&report.hash, &Bytes::from(data));
         }
     }
 

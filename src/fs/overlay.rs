@@ -115,6 +115,14 @@ impl Overlay {
         }
     }
 
+    /// A directory's content changed at `time` (its entry, if held here, shows it).
+    pub fn touch(&mut self, id: u64, time: i64) {
+        if let Some((entry, _)) = self.entries.get_mut(&id) {
+            entry.mtime_ns = time;
+            entry.ctime_ns = time;
+        }
+    }
+
     /// The server created local entry `local` as `server`.
     pub fn rekey(&mut self, local: u64, server: u64) {
         if let Some((mut entry, count)) = self.entries.remove(&local) {

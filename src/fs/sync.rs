@@ -433,6 +433,7 @@ impl CubbyFs {
                         mode: (entry.mode != 0o644).then_some(entry.mode),
                         uid: *uid,
                         gid: *gid,
+                        time_ns: Some(entry.ctime_ns),
                     };
                     self.call(self.remote.create(&request))
                 };

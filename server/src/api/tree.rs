@@ -202,6 +202,7 @@ pub async fn set_attrs(
         atime_ns: request.atime_ns,
         uid: request.uid,
         gid: request.gid,
+        ctime_ns: None,
     };
     Ok(Json(
         state.meta.set_attrs(user.id, EntryId(id), attrs).await?,
@@ -237,20 +238,27 @@ pub async fn create(
         }
         Err(error) => return Err(error.into()),
     };
+    // A create made earlier (offline, or journaled) keeps the time it was made.
+    let made = request
+        .time_ns
+        .map(|time| time.min(crate::meta::sqlite::now_ns()));
     let attrs = crate::meta::AttrChange {
         mode: request.mode.map(|m| m & 0o7777),
         uid: request.uid,
         gid: request.gid,
-        ..crate::meta::AttrChange::default()
+        mtime_ns: made,
+        atime_ns: made,
+        ctime_ns: made,
     };
-    let entry = if attrs.mode.is_some() || attrs.uid.is_some() || attrs.gid.is_some() {
-        state
-            .meta
-            .set_attrs(user.id, EntryId(entry.id), attrs)
-            .await?
-    } else {
-        entry
-    };
+    let entry =
+        if attrs.mode.is_some() || attrs.uid.is_some() || attrs.gid.is_some() || made.is_some() {
+            state
+                .meta
+                .set_attrs(user.id, EntryId(entry.id), attrs)
+                .await?
+        } else {
+            entry
+        };
     Ok((StatusCode::CREATED, Json(entry)))
 }
 

@@ -81,6 +81,8 @@ pub struct AttrChange {
     /// Owner labels shown by mounts.
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// The change time to record (the server's clock when absent).
+    pub ctime_ns: Option<i64>,
 }
 
 /// How `set_xattr` treats an existing attribute (setxattr's flags).

@@ -896,7 +896,7 @@ impl MetaStore for SqliteMetaStore {
                     attrs.uid,
                     attrs.gid,
                     attrs.atime_ns,
-                    now_ns()
+                    attrs.ctime_ns.unwrap_or_else(now_ns)
                 ],
             )?;
             load_entry(tx, user, entry.id)
