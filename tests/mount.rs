@@ -170,6 +170,29 @@ fn shell_tools_mkdir_mv_rm_append_truncate() {
     assert_eq!(fs::read_to_string(root.join("a/g")).unwrap(), "one\n");
     assert!(root.join("a/moved/c").is_dir());
     assert!(!root.join("a/b").exists());
+    // A symlink waits for the journaled folders it goes in; a folder's mode and a move
+    // are journaled after it. All of it reaches the server, in order.
+    sh(
+        root,
+        "mkdir -p s/t && ln -s ../../a/g s/t/link && chmod 700 s && mv s s2",
+    );
+    assert_eq!(
+        fs::read_link(root.join("s2/t/link")).unwrap(),
+        Path::new("../../a/g")
+    );
+    assert_eq!(fs::metadata(root.join("s2")).unwrap().mode() & 0o777, 0o700);
+    wait_synced(root, Duration::from_secs(10));
+    let fresh = Mount::start(Path::new(CUBBY), &setup.config);
+    assert_eq!(
+        fs::read_to_string(fresh.path().join("s2/t/link")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        fs::metadata(fresh.path().join("s2")).unwrap().mode() & 0o777,
+        0o700
+    );
+    drop(fresh);
+    sh(root, "rm -r s2");
     // Append.
     let mut file = OpenOptions::new()
         .append(true)

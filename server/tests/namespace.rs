@@ -369,4 +369,37 @@ async fn create_makes_an_empty_file_in_one_request() {
     let bad = json!({"parent_id": root.id, "name": ".."});
     let response = alice.post("/create").json(&bad).send().await.unwrap();
     expect_error(response, StatusCode::BAD_REQUEST, ErrorCode::InvalidName).await;
+
+    // Made earlier (journaled by a mount): its times are when it was made; a time
+    // ahead of the server's clock is not taken.
+    let made = entry.ctime_ns - 5_000_000_000;
+    let body = json!({"parent_id": root.id, "name": "earlier.txt", "time_ns": made});
+    let earlier: Entry = alice
+        .post("/create")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (earlier.mtime_ns, earlier.atime_ns, earlier.ctime_ns),
+        (made, made, made)
+    );
+    let ahead = entry.ctime_ns + 3_600_000_000_000;
+    let body = json!({"parent_id": root.id, "name": "ahead.txt", "time_ns": ahead});
+    let capped: Entry = alice
+        .post("/create")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        capped.ctime_ns < ahead && capped.ctime_ns >= entry.ctime_ns,
+        "{capped:?}"
+    );
 }

@@ -149,7 +149,15 @@ pub struct CubbyFs {
     manifests: Cache<(u64, u64), Arc<FileManifest>>,
     sync: sync::SyncState,
     kernel: std::sync::OnceLock<Box<dyn KernelCache>>,
+    /// The filesystem itself, for work it hands to other threads (listing prefetch).
+    this: std::sync::OnceLock<std::sync::Weak<CubbyFs>>,
 }
+
+/// Levels of subdirectories whose listings are fetched ahead when a listing is fetched.
+const PREFETCH_DEPTH: u32 = 2;
+/// Subdirectories of one listing fetched ahead, at most, and by how many threads.
+const PREFETCH_MAX: usize = 64;
+const PREFETCH_THREADS: usize = 4;
 
 impl std::fmt::Debug for CubbyFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -232,6 +240,7 @@ impl CubbyFs {
             manifests: Cache::builder().max_capacity(10_000).build(),
             sync: sync::SyncState::default(),
             kernel: std::sync::OnceLock::new(),
+            this: std::sync::OnceLock::new(),
             config,
         };
         fs.remember(&root);
@@ -488,6 +497,13 @@ impl CubbyFs {
     /// which the replay of a change also holds while it edits listings and retires the
     /// change, so the two always agree.
     fn children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
+        self.listing(dir, PREFETCH_DEPTH)
+    }
+
+    /// [`Self::children`]; a listing fetched from the server has the listings of its
+    /// subdirectories, `depth` levels down, fetched ahead in the background (`ls -R`,
+    /// `find`, `du` and file managers go there next; each is a round trip otherwise).
+    fn listing(&self, dir: u64, depth: u32) -> FsResult<Arc<Vec<Entry>>> {
         let dir = self.journal.canonical(dir);
         let merged = |overlay: &Overlay, server: Arc<Vec<Entry>>| {
             if overlay.is_empty() {
@@ -528,7 +544,42 @@ impl CubbyFs {
         }
         self.listings.insert(dir, Arc::clone(&children));
         self.known_listings.insert(dir, Arc::clone(&children));
-        Ok(merged(&overlay, children))
+        drop(overlay);
+        if depth > 0 {
+            self.prefetch_listings(&children, depth - 1);
+        }
+        Ok(merged(&lock(&self.overlay), children))
+    }
+
+    /// Fetches the listings of the subdirectories in `listing` not cached yet, on a few
+    /// blocking threads of the runtime.
+    fn prefetch_listings(&self, listing: &[Entry], depth: u32) {
+        let Some(fs) = self.this.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let dirs: Vec<u64> = listing
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir && !self.listings.contains_key(&e.id))
+            .map(|e| e.id)
+            .take(PREFETCH_MAX)
+            .collect();
+        if dirs.is_empty() {
+            return;
+        }
+        let per_thread = dirs.len().div_ceil(PREFETCH_THREADS);
+        for group in dirs.chunks(per_thread) {
+            let (fs, group) = (Arc::clone(&fs), group.to_vec());
+            self.runtime.spawn_blocking(move || {
+                for dir in group {
+                    if !fs.sync.is_online() {
+                        return;
+                    }
+                    if !fs.listings.contains_key(&dir) {
+                        let _ = fs.listing(dir, depth);
+                    }
+                }
+            });
+        }
     }
 
     fn child(&self, parent_ino: u64, name: &OsStr) -> FsResult<Entry> {

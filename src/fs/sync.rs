@@ -195,6 +195,7 @@ const FEED_BATCHING: Duration = Duration::from_millis(250);
 /// filesystem is dropped.
 pub fn start(fs: &Arc<CubbyFs>) {
     let weak = Arc::downgrade(fs);
+    let _ = fs.this.set(weak.clone());
     std::thread::Builder::new()
         .name("cubby-sync".into())
         .spawn(move || run(weak))

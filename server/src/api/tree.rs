@@ -209,8 +209,10 @@ pub async fn set_attrs(
     ))
 }
 
-/// `POST /create {"parent_id", "name", "mode"?, "uid"?, "gid"?}`: an empty file at
-/// version 1, in one request. An existing entry of that name is `already_exists`.
+/// `POST /create {"parent_id", "name", "mode"?, "uid"?, "gid"?, "time_ns"?}`: an empty
+/// file at version 1, in one request, with its times at `time_ns` (when the client made
+/// it, unless ahead of the server's clock). An existing entry of that name is
+/// `already_exists`.
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
