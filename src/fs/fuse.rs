@@ -39,17 +39,6 @@ fn owner(req: &Request) -> Owner {
 /// before asking again.
 const KERNEL_TTL: Duration = Duration::from_secs(1);
 
-/// How long the kernel may trust a file's attributes: not at all. A file's size can
-/// change on another mount, and the kernel cuts reads at the size it holds; with no
-/// trust it asks (the daemon answers from its own cache, refreshed by every open), so a
-/// new open always reads the whole of the newest version.
-fn attr_ttl(entry: &Entry) -> Duration {
-    if entry.kind == EntryKind::File {
-        Duration::ZERO
-    } else {
-        KERNEL_TTL
-    }
-}
 /// Preferred I/O size reported to applications.
 const BLOCK_SIZE: u32 = 128 * 1024;
 
@@ -58,7 +47,10 @@ const BLOCK_SIZE: u32 = 128 * 1024;
 /// Notifications are sent by a thread of their own: the kernel may hold one until a
 /// request on the same directory is answered, and that answer may need the thread that
 /// asked (a runtime worker, say). Here nothing waits for the notifying thread.
-pub struct KernelNotifier(std::sync::Mutex<std::sync::mpsc::Sender<Invalidation>>);
+pub struct KernelNotifier {
+    queue: std::sync::Mutex<std::sync::mpsc::Sender<Invalidation>>,
+    direct: fuser::Notifier,
+}
 
 enum Invalidation {
     Name(u64, String),
@@ -67,6 +59,7 @@ enum Invalidation {
 
 impl KernelNotifier {
     pub fn start(notifier: fuser::Notifier) -> Self {
+        let direct = notifier.clone();
         let (sender, receiver) = std::sync::mpsc::channel::<Invalidation>();
         std::thread::Builder::new()
             .name("cubby-notify".into())
@@ -83,11 +76,14 @@ impl KernelNotifier {
                 }
             })
             .expect("the notification thread starts");
-        Self(std::sync::Mutex::new(sender))
+        Self {
+            queue: std::sync::Mutex::new(sender),
+            direct,
+        }
     }
 
     fn send(&self, invalidation: Invalidation) {
-        if let Ok(sender) = self.0.lock() {
+        if let Ok(sender) = self.queue.lock() {
             let _ = sender.send(invalidation);
         }
     }
@@ -107,6 +103,10 @@ impl super::KernelCache for KernelNotifier {
     fn forget_attributes(&self, ino: u64) {
         self.send(Invalidation::Attributes(ino));
     }
+
+    fn forget_attributes_now(&self, ino: u64) {
+        let _ = self.direct.inval_inode(INodeNo(ino), -1, 0);
+    }
 }
 
 /// fuser's view of the filesystem.
@@ -116,6 +116,20 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
+    /// How long the kernel may trust an entry's attributes. A file's size can change on
+    /// another mount, and the kernel cuts reads at the size it holds: the change feed
+    /// drops the attributes of what other clients change, and an open that finds a
+    /// version the kernel may not know drops them before answering (`CubbyFs::open`).
+    /// A file with local changes not yet on the server is not trusted at all: its
+    /// answer moves as they are committed.
+    fn attr_ttl(&self, entry: &Entry) -> Duration {
+        if entry.kind != EntryKind::File || self.fs.is_settled(entry.id) {
+            KERNEL_TTL
+        } else {
+            Duration::ZERO
+        }
+    }
+
     pub fn new(fs: Arc<CubbyFs>) -> Self {
         Self { fs }
     }
@@ -123,7 +137,7 @@ impl FuseAdapter {
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Entry, FsError>) {
         match result {
             Ok(entry) => reply.entry_with_ttls(
-                &attr_ttl(&entry),
+                &self.attr_ttl(&entry),
                 &KERNEL_TTL,
                 &self.attr(&entry),
                 Generation(0),
@@ -225,7 +239,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(entry) => reply.attr(&attr_ttl(&entry), &self.attr(&entry)),
+            Ok(entry) => reply.attr(&self.attr_ttl(&entry), &self.attr(&entry)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -256,7 +270,7 @@ impl Filesystem for FuseAdapter {
             size,
             (atime.map(time_of), mtime.map(time_of)),
         ) {
-            Ok(entry) => reply.attr(&attr_ttl(&entry), &self.attr(&entry)),
+            Ok(entry) => reply.attr(&self.attr_ttl(&entry), &self.attr(&entry)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -301,7 +315,7 @@ impl Filesystem for FuseAdapter {
         };
         match created {
             Ok(entry) => reply.entry_with_ttls(
-                &attr_ttl(&entry),
+                &self.attr_ttl(&entry),
                 &KERNEL_TTL,
                 &self.attr(&entry),
                 Generation(0),
@@ -412,7 +426,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.create(parent.0, name, mode, owner(req)) {
             Ok((entry, fh)) => reply.created(
-                &attr_ttl(&entry),
+                &self.attr_ttl(&entry),
                 &self.attr(&entry),
                 Generation(0),
                 FileHandle(fh),
@@ -545,7 +559,14 @@ impl Filesystem for FuseAdapter {
         for (index, (name, entry)) in listing.iter().enumerate().skip(offset as usize) {
             let attr = self.attr(entry);
             let next = (index + 1) as u64;
-            if reply.add(attr.ino, next, name, &attr_ttl(entry), &attr, Generation(0)) {
+            if reply.add(
+                attr.ino,
+                next,
+                name,
+                &self.attr_ttl(entry),
+                &attr,
+                Generation(0),
+            ) {
                 break;
             }
         }

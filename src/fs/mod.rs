@@ -71,6 +71,9 @@ pub trait KernelCache: Send + Sync {
     fn forget_name(&self, parent: u64, name: &str);
     /// The kernel forgets the attributes of inode `ino`.
     fn forget_attributes(&self, ino: u64);
+    /// The same, done before this returns (safe while answering a request: dropping
+    /// attributes takes no lock the kernel may hold).
+    fn forget_attributes_now(&self, ino: u64);
 }
 
 /// Settings of a mount.
@@ -151,10 +154,10 @@ pub struct CubbyFs {
     kernel: std::sync::OnceLock<Box<dyn KernelCache>>,
     /// The filesystem itself, for work it hands to other threads (listing prefetch).
     this: std::sync::OnceLock<std::sync::Weak<CubbyFs>>,
+    /// Directories whose listings are being fetched ahead.
+    prefetching_listings: Arc<Mutex<std::collections::HashSet<u64>>>,
 }
 
-/// Levels of subdirectories whose listings are fetched ahead when a listing is fetched.
-const PREFETCH_DEPTH: u32 = 2;
 /// Subdirectories of one listing fetched ahead, at most, and by how many threads.
 const PREFETCH_MAX: usize = 64;
 const PREFETCH_THREADS: usize = 4;
@@ -241,6 +244,7 @@ impl CubbyFs {
             sync: sync::SyncState::default(),
             kernel: std::sync::OnceLock::new(),
             this: std::sync::OnceLock::new(),
+            prefetching_listings: Arc::default(),
             config,
         };
         fs.remember(&root);
@@ -463,6 +467,12 @@ impl CubbyFs {
         entry
     }
 
+    /// Whether entry `id` has no local change waiting: no staged copy, no journaled
+    /// change (so what the mount says of it is what the server has).
+    pub fn is_settled(&self, id: u64) -> bool {
+        self.staged_copy(id).is_none() && matches!(self.overlaid(id), Overlaid::Untouched)
+    }
+
     /// The kind of entry `id` (which never changes), from any cache before the server:
     /// creating file after file in a directory asks nothing about the directory.
     fn kind_of(&self, id: u64) -> FsResult<EntryKind> {
@@ -497,13 +507,6 @@ impl CubbyFs {
     /// which the replay of a change also holds while it edits listings and retires the
     /// change, so the two always agree.
     fn children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
-        self.listing(dir, PREFETCH_DEPTH)
-    }
-
-    /// [`Self::children`]; a listing fetched from the server has the listings of its
-    /// subdirectories, `depth` levels down, fetched ahead in the background (`ls -R`,
-    /// `find`, `du` and file managers go there next; each is a round trip otherwise).
-    fn listing(&self, dir: u64, depth: u32) -> FsResult<Arc<Vec<Entry>>> {
         let dir = self.journal.canonical(dir);
         let merged = |overlay: &Overlay, server: Arc<Vec<Entry>>| {
             if overlay.is_empty() {
@@ -544,25 +547,33 @@ impl CubbyFs {
         }
         self.listings.insert(dir, Arc::clone(&children));
         self.known_listings.insert(dir, Arc::clone(&children));
-        drop(overlay);
-        if depth > 0 {
-            self.prefetch_listings(&children, depth - 1);
-        }
-        Ok(merged(&lock(&self.overlay), children))
+        Ok(merged(&overlay, children))
     }
 
     /// Fetches the listings of the subdirectories in `listing` not cached yet, on a few
-    /// blocking threads of the runtime.
-    fn prefetch_listings(&self, listing: &[Entry], depth: u32) {
+    /// blocking threads of the runtime: a directory that is read, its subdirectories are
+    /// read next by `ls -R`, `find`, `du` and file managers (a round trip each otherwise).
+    fn prefetch_listings(&self, listing: &[Entry]) {
         let Some(fs) = self.this.get().and_then(std::sync::Weak::upgrade) else {
             return;
         };
-        let dirs: Vec<u64> = listing
-            .iter()
-            .filter(|e| e.kind == EntryKind::Dir && !self.listings.contains_key(&e.id))
-            .map(|e| e.id)
-            .take(PREFETCH_MAX)
-            .collect();
+        if !self.sync.is_online() {
+            return;
+        }
+        let dirs: Vec<u64> = {
+            let mut in_flight = lock(&self.prefetching_listings);
+            listing
+                .iter()
+                .filter(|e| {
+                    e.kind == EntryKind::Dir
+                        && !is_local(e.id)
+                        && !self.listings.contains_key(&e.id)
+                })
+                .map(|e| e.id)
+                .filter(|id| in_flight.insert(*id))
+                .take(PREFETCH_MAX)
+                .collect()
+        };
         if dirs.is_empty() {
             return;
         }
@@ -571,12 +582,10 @@ impl CubbyFs {
             let (fs, group) = (Arc::clone(&fs), group.to_vec());
             self.runtime.spawn_blocking(move || {
                 for dir in group {
-                    if !fs.sync.is_online() {
-                        return;
+                    if fs.sync.is_online() && !fs.listings.contains_key(&dir) {
+                        let _ = fs.children(dir);
                     }
-                    if !fs.listings.contains_key(&dir) {
-                        let _ = fs.listing(dir, depth);
-                    }
+                    lock(&fs.prefetching_listings).remove(&dir);
                 }
             });
         }
@@ -657,7 +666,9 @@ impl CubbyFs {
         if dir.kind != EntryKind::Dir {
             return Err(FsError::NotDir);
         }
-        Ok((dir, self.children(id)?))
+        let children = self.children(id)?;
+        self.prefetch_listings(&children);
+        Ok((dir, children))
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
@@ -1147,8 +1158,16 @@ impl CubbyFs {
         // The staged copy first: one that is gone by now was committed before the
         // entry below is fetched, so that entry is at least the committed version.
         let mut staged = self.staged_copy(id);
+        let seen = self.entries.get(&self.journal.canonical(id));
         // Close-to-open: what is current on the server now.
         let entry = self.fetch_entry(id)?;
+        // The kernel keeps a file's attributes for a second and cuts reads at the size
+        // it holds: a version it may not know is announced before the first read.
+        if seen.is_none_or(|seen| seen.version != entry.version || seen.size != entry.size)
+            && let Some(kernel) = self.kernel.get()
+        {
+            kernel.forget_attributes_now(ino);
+        }
         match entry.kind {
             EntryKind::File => {}
             EntryKind::Dir => return Err(FsError::IsDir),
