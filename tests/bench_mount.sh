@@ -11,6 +11,10 @@
 # overwrite in the middle of the large file and a rewrite with 1 byte inserted at the
 # start (bytes the server received, time until committed). Prints each figure, the
 # ratio local/mount, and the peak RSS of the daemon and the server.
+#
+# With bindfs installed (tests/install-deps.sh installs it), the same workloads also
+# run through a bindfs passthrough of a local directory: what any FUSE filesystem costs
+# on this machine, the floor under the mount's figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -23,9 +27,11 @@ bin=$repo/target/release
 work=$(mktemp -d -p "$repo/target" bench-mount.XXXXXX)
 server_pid= mount_pid=
 mnt=$work/mnt
+bindmnt=$work/bindmnt
 cleanup() {
   set +e
   awk -v d="$mnt" '$2 == d { f = 1 } END { exit !f }' /proc/mounts && { fusermount3 -u "$mnt" || umount -l "$mnt"; }
+  awk -v d="$bindmnt" '$2 == d { f = 1 } END { exit !f }' /proc/mounts && { fusermount3 -u "$bindmnt" || umount -l "$bindmnt"; }
   pkill -f "cubby mount $mnt" 2>/dev/null
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
   wait 2>/dev/null
@@ -64,12 +70,16 @@ wait_uploaded() {
 }
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
-row() { # row NAME LOCAL_SECONDS MOUNT_SECONDS [higher-is-better-unit-amount]
+row() { # row NAME LOCAL_SECONDS MOUNT_SECONDS [BINDFS_SECONDS]
   python3 - "$@" <<'PY'
 import sys
 name, local, mount = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 ratio = local / mount if mount else float("inf")
-print(f"{name:<28} local {local:8.3f} s   mount {mount:8.3f} s   mount speed {ratio:6.3f}x local")
+line = f"{name:<28} local {local:8.3f} s   mount {mount:8.3f} s   mount speed {ratio:6.3f}x local"
+if len(sys.argv) > 4 and sys.argv[4]:
+    bind = float(sys.argv[4])
+    line += f"   bindfs {bind:8.3f} s ({local / bind if bind else float('inf'):6.3f}x)"
+print(line)
 PY
 }
 
@@ -109,6 +119,13 @@ bench() { # bench LABEL DIR -> sets t_<label>
 
 echo "running on the local directory..."
 read -r lw lc lwa lr lu lus llc llw lra ld < <(bench "$work/local")
+if command -v bindfs >/dev/null; then
+  echo "running on a bindfs passthrough of a local directory..."
+  mkdir -p "$work/bindsrc" "$bindmnt"
+  bindfs "$work/bindsrc" "$bindmnt"
+  read -r bw bc bwa br bu bus blc blw bra bd < <(bench "$bindmnt")
+  fusermount3 -u "$bindmnt"
+fi
 echo "running on the mount..."
 read -r mw mc mwa mr mu mus mlc mlw mra md < <(bench "$mnt")
 
@@ -131,16 +148,16 @@ size_bytes=$((size_mib << 20))
 
 echo
 echo "== $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB, $(df -h "$repo/target" | awk 'NR==2 {print $1}'); ${size_mib} MiB file, ${small_files} small files"
-row "sequential write + fsync" "$lw" "$mw"
-row "cold read" "$lc" "$mc"
-row "warm read (chunk cache)" "$lwa" "$mwa"
-row "re-read (page cache)" "$lr" "$mr"
-row "untar small files" "$lu" "$mu"
-row "untar, until uploaded" "$lus" "$mus"
-row "ls -lR cold" "$llc" "$mlc"
-row "ls -lR warm" "$llw" "$mlw"
-row "read all small files" "$lra" "$mra"
-row "delete small files" "$ld" "$md"
+row "sequential write + fsync" "$lw" "$mw" "${bw:-}"
+row "cold read" "$lc" "$mc" "${bc:-}"
+row "warm read (chunk cache)" "$lwa" "$mwa" "${bwa:-}"
+row "re-read (page cache)" "$lr" "$mr" "${br:-}"
+row "untar small files" "$lu" "$mu" "${bu:-}"
+row "untar, until uploaded" "$lus" "$mus" "${bus:-}"
+row "ls -lR cold" "$llc" "$mlc" "${blc:-}"
+row "ls -lR warm" "$llw" "$mlw" "${blw:-}"
+row "read all small files" "$lra" "$mra" "${bra:-}"
+row "delete small files" "$ld" "$md" "${bd:-}"
 echo "1-byte overwrite (middle)    committed in ${overwrite_t} s, server received $((size_bytes - overwrite_reused)) bytes"
 echo "1-byte insert (start)        committed in ${insert_t} s, server received $((size_bytes + 1 - insert_reused)) bytes"
 daemon=$(pgrep -f "cubby mount $mnt" | head -n 1)

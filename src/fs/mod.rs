@@ -344,6 +344,14 @@ impl CubbyFs {
     }
 
     fn remember(&self, entry: &Entry) {
+        // A fetch that began before a commit never replaces what the commit left.
+        if self
+            .entries
+            .get(&entry.id)
+            .is_some_and(|cached| cached.version > entry.version)
+        {
+            return;
+        }
         self.entries.insert(entry.id, entry.clone());
         self.known_entries.insert(entry.id, entry.clone());
     }
@@ -625,10 +633,18 @@ impl CubbyFs {
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
         };
         if !state.pending() {
+            let committed = state.base_version;
             drop(state);
             // A commit may have finished while `entry` was read: the entry cached now
-            // is the committed one.
-            return self.entry(entry.id).unwrap_or(entry);
+            // is the committed one, unless a fetch that began before the commit cached
+            // what it found after it.
+            return match self.entry(entry.id) {
+                Ok(cached) if cached.version < committed => {
+                    self.fetch_entry(entry.id).unwrap_or(cached)
+                }
+                Ok(cached) => cached,
+                Err(_) => entry,
+            };
         }
         let (dirty, modified, attrs) = (state.dirty, state.modified_ns, state.attrs.clone());
         drop(state);
@@ -1050,7 +1066,11 @@ impl CubbyFs {
                 attrs.mtime_ns = mtime.map(unix_ns).or(attrs.mtime_ns);
                 attrs.atime_ns = atime.map(unix_ns).or(attrs.atime_ns);
                 attrs.changed_ns = Some(unix_ns(SystemTime::now()));
-                staged.record_pending(state, false)?;
+                // With a writer's handle open, its close records them (tar's fchown and
+                // fchmod come before its close).
+                if !self.open_for_writing(&staged) {
+                    staged.record_pending(state, false)?;
+                }
                 drop(guard);
                 return self.getattr(ino);
             }
@@ -1080,6 +1100,13 @@ impl CubbyFs {
         self.getattr(ino)
     }
 
+    /// Whether a writer's handle is open on `staged` (its close will record it).
+    fn open_for_writing(&self, staged: &Arc<Staged>) -> bool {
+        lock(&self.handles).values().any(|handle| {
+            matches!(&**handle, Handle::Writer { staged: theirs, .. } if Arc::ptr_eq(theirs, staged))
+        })
+    }
+
     fn truncate(&self, entry: &Entry, size: u64) -> FsResult<()> {
         let open = self.staged_copy(entry.id);
         match open {
@@ -1087,10 +1114,7 @@ impl CubbyFs {
             // upload waits), it is queued like a close; an open writer's close queues it.
             Some(staged) => {
                 staged.truncate(size)?;
-                let open = lock(&self.handles).values().any(|handle| {
-                    matches!(&**handle, Handle::Writer { staged: theirs, .. } if Arc::ptr_eq(theirs, &staged))
-                });
-                if !open {
+                if !self.open_for_writing(&staged) {
                     self.closed(entry.id, &staged)?;
                 }
                 Ok(())
