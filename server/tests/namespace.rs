@@ -372,32 +372,19 @@ async fn create_makes_an_empty_file_in_one_request() {
 
     // Made earlier (journaled by a mount): its times are when it was made; a time
     // ahead of the server's clock is not taken.
+    let create_at = |name: &str, time_ns: i64| {
+        let body = json!({"parent_id": root.id, "name": name, "time_ns": time_ns});
+        let request = alice.post("/create").json(&body);
+        async move { request.send().await.unwrap().json::<Entry>().await.unwrap() }
+    };
     let made = entry.ctime_ns - 5_000_000_000;
-    let body = json!({"parent_id": root.id, "name": "earlier.txt", "time_ns": made});
-    let earlier: Entry = alice
-        .post("/create")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let earlier = create_at("earlier.txt", made).await;
     assert_eq!(
         (earlier.mtime_ns, earlier.atime_ns, earlier.ctime_ns),
         (made, made, made)
     );
     let ahead = entry.ctime_ns + 3_600_000_000_000;
-    let body = json!({"parent_id": root.id, "name": "ahead.txt", "time_ns": ahead});
-    let capped: Entry = alice
-        .post("/create")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let capped = create_at("ahead.txt", ahead).await;
     assert!(
         capped.ctime_ns < ahead && capped.ctime_ns >= entry.ctime_ns,
         "{capped:?}"
