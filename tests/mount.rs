@@ -691,6 +691,29 @@ fn a_hundred_files_written_while_the_server_restarts_twice_all_arrive() {
 }
 
 #[test]
+fn an_open_right_after_another_mounts_fsync_reads_all_of_the_new_version() {
+    if !fuse_available("an_open_right_after_another_mounts_fsync_reads_all_of_the_new_version") {
+        return;
+    }
+    let setup = setup();
+    let a = mount(&setup);
+    let b = mount(&setup);
+    write_synced(&a.path().join("grows"), "short");
+    for round in 0..5 {
+        // B's kernel holds the file's attributes (and its size) for a second...
+        let seen = fs::read_to_string(b.path().join("grows")).unwrap();
+        assert_eq!(
+            fs::metadata(b.path().join("grows")).unwrap().len(),
+            seen.len() as u64
+        );
+        // ...when A commits a longer version: B's next open reads all of it at once.
+        let longer = format!("{seen} and longer {round}");
+        write_synced(&a.path().join("grows"), &longer);
+        assert_eq!(fs::read_to_string(b.path().join("grows")).unwrap(), longer);
+    }
+}
+
+#[test]
 fn another_mount_sees_a_change_within_two_seconds() {
     if !fuse_available("another_mount_sees_a_change_within_two_seconds") {
         return;

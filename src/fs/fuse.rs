@@ -123,7 +123,7 @@ impl FuseAdapter {
     /// A file with local changes not yet on the server is not trusted at all: its
     /// answer moves as they are committed.
     fn attr_ttl(&self, entry: &Entry) -> Duration {
-        if entry.kind != EntryKind::File || self.fs.is_settled(entry.id) {
+        if self.fs.kernel_may_keep(self.fs.ino_of(entry.id), entry) {
             KERNEL_TTL
         } else {
             Duration::ZERO

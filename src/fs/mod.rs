@@ -156,6 +156,9 @@ pub struct CubbyFs {
     this: std::sync::OnceLock<std::sync::Weak<CubbyFs>>,
     /// Directories whose listings are being fetched ahead.
     prefetching_listings: Arc<Mutex<std::collections::HashSet<u64>>>,
+    /// (version, size) of the file attributes the kernel was told it may keep, by
+    /// inode, for as long as it may keep them.
+    kernel_attrs: Cache<u64, (u64, u64)>,
 }
 
 /// Subdirectories of one listing fetched ahead, at most, and by how many threads.
@@ -245,6 +248,11 @@ impl CubbyFs {
             kernel: std::sync::OnceLock::new(),
             this: std::sync::OnceLock::new(),
             prefetching_listings: Arc::default(),
+            // Outlives the kernel's own second, whose clock starts a little later.
+            kernel_attrs: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl * 2)
+                .build(),
             config,
         };
         fs.remember(&root);
@@ -475,10 +483,22 @@ impl CubbyFs {
         entry
     }
 
-    /// Whether entry `id` has no local change waiting: no staged copy, no journaled
-    /// change (so what the mount says of it is what the server has).
-    pub fn is_settled(&self, id: u64) -> bool {
-        self.staged_copy(id).is_none() && matches!(self.overlaid(id), Overlaid::Untouched)
+    /// Whether the kernel may keep `entry`'s attributes (for the kernel's TTL): a
+    /// directory, or a file with no local change waiting (no staged copy, no journaled
+    /// change), whose attributes are then remembered so `open` can drop them when it
+    /// finds another version.
+    pub fn kernel_may_keep(&self, ino: u64, entry: &Entry) -> bool {
+        if entry.kind != EntryKind::File {
+            return true;
+        }
+        let settled = self.staged_copy(entry.id).is_none()
+            && matches!(self.overlaid(entry.id), Overlaid::Untouched);
+        if settled {
+            self.kernel_attrs.insert(ino, (entry.version, entry.size));
+        } else {
+            self.kernel_attrs.invalidate(&ino);
+        }
+        settled
     }
 
     /// The kind of entry `id` (which never changes), from any cache before the server:
@@ -1182,15 +1202,16 @@ impl CubbyFs {
         // The staged copy first: one that is gone by now was committed before the
         // entry below is fetched, so that entry is at least the committed version.
         let mut staged = self.staged_copy(id);
-        let seen = self.entries.get(&self.journal.canonical(id));
         // Close-to-open: what is current on the server now.
         let entry = self.fetch_entry(id)?;
         // The kernel keeps a file's attributes for a second and cuts reads at the size
-        // it holds: a version it may not know is announced before the first read.
-        if seen.is_none_or(|seen| seen.version != entry.version || seen.size != entry.size)
+        // it holds: attributes of another version are dropped before the first read.
+        if let Some(told) = self.kernel_attrs.get(&ino)
+            && told != (entry.version, entry.size)
             && let Some(kernel) = self.kernel.get()
         {
             kernel.forget_attributes_now(ino);
+            self.kernel_attrs.invalidate(&ino);
         }
         match entry.kind {
             EntryKind::File => {}
