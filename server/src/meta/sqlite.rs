@@ -187,14 +187,12 @@ fn hash_from_blob(blob: Vec<u8>) -> Result<ContentHash, MetaError> {
 }
 
 fn load_entry(tx: &Transaction<'_>, user: UserId, id: u64) -> Result<Entry, MetaError> {
-    tx.query_row(
-        &format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries
-             WHERE id = ?1 AND user_id = ?2 AND deleted_ns IS NULL"
-        ),
-        params![id, user.0],
-        entry_from_row,
-    )
+    // The hottest query (every open and stat that reaches the server): parsed once.
+    tx.prepare_cached(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries
+         WHERE id = ?1 AND user_id = ?2 AND deleted_ns IS NULL"
+    ))?
+    .query_row(params![id, user.0], entry_from_row)
     .optional()?
     .ok_or(MetaError::NotFound)
 }
@@ -581,10 +579,10 @@ impl MetaStore for SqliteMetaStore {
 
     async fn user_exists(&self, user: UserId) -> Result<bool, MetaError> {
         self.read(move |tx| {
+            // Every authenticated request asks: parsed once.
             Ok(tx
-                .query_row("SELECT 1 FROM users WHERE id = ?1", params![user.0], |_| {
-                    Ok(())
-                })
+                .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+                .query_row(params![user.0], |_| Ok(()))
                 .optional()?
                 .is_some())
         })
