@@ -605,12 +605,19 @@ fn offline_reads_cached_files_and_queues_changes_in_order() {
     );
     // What was browsed and read is what is there offline.
     sh(root, "ls -R > /dev/null && cat docs/a docs/b > /dev/null");
+    // A small file written here and never read back: its content was cached when
+    // committed.
+    write_synced(&root.join("written.txt"), "written here\n");
 
     setup.server.stop();
     // Cached content reads; content never fetched fails fast, with EIO.
     assert_eq!(
         hash_file(&root.join("cached.bin")),
         ContentHash::of(&cached)
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("written.txt")).unwrap(),
+        "written here\n"
     );
     let started = Instant::now();
     let err = fs::read(root.join("remote.bin")).unwrap_err();
