@@ -721,6 +721,38 @@ fn an_open_right_after_another_mounts_fsync_reads_all_of_the_new_version() {
 }
 
 #[test]
+fn the_status_of_a_long_queue_names_the_first_hundred_and_counts_the_rest() {
+    if !fuse_available("the_status_of_a_long_queue_names_the_first_hundred_and_counts_the_rest") {
+        return;
+    }
+    let mut setup = setup();
+    let mount = mount(&setup);
+    // Listed once, so offline creates can be checked against it.
+    assert_eq!(fs::read_dir(mount.path()).unwrap().count(), 0);
+    setup.server.stop();
+    // 300 such names do not fit in the status attribute's 64 KiB (E2BIG) if all are
+    // listed.
+    let long = "n".repeat(240);
+    for i in 0..300 {
+        fs::write(mount.path().join(format!("{long}{i:03}")), "waiting\n").unwrap();
+    }
+    let offline = status(mount.path());
+    assert_eq!(offline["pending_upload_count"], 300, "{offline}");
+    assert_eq!(offline["pending_uploads"].as_array().unwrap().len(), 100);
+    assert_eq!(offline["pending_bytes"], 300 * 8);
+    let text = Command::new(CUBBY)
+        .arg("status")
+        .arg(mount.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("pending: 300 upload(s)"), "{text}");
+    assert!(text.contains("and 200 more"), "{text}");
+    setup.server.resume();
+    wait_synced(mount.path(), Duration::from_secs(30));
+}
+
+#[test]
 fn another_mount_sees_a_change_within_two_seconds() {
     if !fuse_available("another_mount_sees_a_change_within_two_seconds") {
         return;
