@@ -188,8 +188,17 @@ impl FromRequestParts<AppState> for AuthUser {
             tracing::debug!(%error, "token refused");
             ApiError::unauthorized("invalid or expired token")
         })?;
-        if !state.meta.user_exists(id).await? {
-            return Err(ApiError::unauthorized("invalid or expired token"));
+        let found = state
+            .accounts_found
+            .read()
+            .is_ok_and(|found| found.contains(&id));
+        if !found {
+            if !state.meta.user_exists(id).await? {
+                return Err(ApiError::unauthorized("invalid or expired token"));
+            }
+            if let Ok(mut found) = state.accounts_found.write() {
+                found.insert(id);
+            }
         }
         Ok(AuthUser { id })
     }

@@ -43,6 +43,10 @@ pub struct AppState {
     /// A password hash that matches nothing, so logins of unknown users take as long
     /// as logins of known ones.
     pub dummy_hash: String,
+    /// Accounts found since the server started. Accounts are never removed while it
+    /// runs, so a token's account is read from the database once, not per request (a
+    /// command that removes accounts must clear this).
+    pub accounts_found: Arc<std::sync::RwLock<std::collections::HashSet<meta::UserId>>>,
 }
 
 /// Why the server could not start.
@@ -79,6 +83,7 @@ pub fn open(config: ServerConfig) -> Result<AppState, StartError> {
         config: Arc::new(config),
         changes: Arc::new(ChangeNotifier::new()),
         dummy_hash: api::auth::dummy_hash(),
+        accounts_found: Arc::default(),
     })
 }
 
