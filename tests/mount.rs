@@ -76,6 +76,12 @@ fn status(dir: &Path) -> serde_json::Value {
     json_of(Command::new(CUBBY).args(["status", "--json"]).arg(dir))
 }
 
+/// `cubby status DIR`, in words.
+fn status_text(dir: &Path) -> String {
+    let out = Command::new(CUBBY).arg("status").arg(dir).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Waits (up to `limit`) until the mount at `dir` is online with nothing left to send.
 fn wait_synced(dir: &Path, limit: Duration) -> serde_json::Value {
     let start = Instant::now();
@@ -489,12 +495,7 @@ fn a_write_the_server_missed_is_committed_by_the_next_mount() {
     let offline = status(mount.path());
     assert_eq!(offline["online"], false, "{offline}");
     assert_eq!(offline["queue_depth"], 1, "{offline}");
-    let text = Command::new(CUBBY)
-        .arg("status")
-        .arg(mount.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = status_text(mount.path());
     assert!(text.contains(": offline"), "{text}");
     assert!(text.contains("doc.txt"), "{text}");
     assert!(text.contains("last error:"), "{text}");
@@ -740,12 +741,7 @@ fn the_status_of_a_long_queue_names_the_first_hundred_and_counts_the_rest() {
     assert_eq!(offline["pending_upload_count"], 300, "{offline}");
     assert_eq!(offline["pending_uploads"].as_array().unwrap().len(), 100);
     assert_eq!(offline["pending_bytes"], 300 * 8);
-    let text = Command::new(CUBBY)
-        .arg("status")
-        .arg(mount.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = status_text(mount.path());
     assert!(text.contains("pending: 300 upload(s)"), "{text}");
     assert!(text.contains("and 200 more"), "{text}");
     setup.server.resume();
