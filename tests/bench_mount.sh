@@ -12,7 +12,7 @@
 # start (bytes the server received, time until committed). Prints each figure, the
 # ratio local/mount, and the peak RSS of the daemon and the server.
 #
-# With bindfs installed (tests/install-deps.sh installs it), the same workloads also
+# With bindfs (installed here from Debian's packages when missing), the same workloads also
 # run through a bindfs passthrough of a local directory: what any FUSE filesystem costs
 # on this machine, the floor under the mount's figures.
 set -euo pipefail
@@ -117,6 +117,8 @@ bench() { # bench LABEL DIR -> sets t_<label>
   echo "$w $cold $warm $reread $untar $untar_sent $lscold $lswarm $readall $delete"
 }
 
+command -v bindfs >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bindfs >/dev/null \
+  || echo "bindfs could not be installed: no FUSE floor in this run" >&2
 echo "running on the local directory..."
 read -r lw lc lwa lr lu lus llc llw lra ld < <(bench "$work/local")
 if command -v bindfs >/dev/null; then

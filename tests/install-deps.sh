@@ -11,8 +11,6 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v git >/dev/null || need+=(git)
 command -v diff >/dev/null || need+=(diffutils)
 command -v tar >/dev/null || need+=(tar)
-# The FUSE floor in tests/bench_mount.sh (a passthrough of a local directory).
-command -v bindfs >/dev/null || need+=(bindfs)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -1176,9 +1176,8 @@ impl CubbyFs {
             entry.version,
             &self.spares,
         )?);
-        let single_chunk = entry
-            .hash
-            .filter(|_| self.holds_single_chunk(entry))
+        let single_chunk = self
+            .single_chunk(entry)
             .and_then(|hash| self.chunks.get(&hash));
         if let (false, Some(data)) = (empty, single_chunk) {
             std::os::unix::fs::FileExt::write_all_at(&staged.file, &data, 0)?;
@@ -1250,9 +1249,7 @@ impl CubbyFs {
         }
         let keep_cache = lock(&self.cached_version).get(&id) == Some(&entry.version);
         lock(&self.cached_version).insert(id, entry.version);
-        let single_chunk = entry
-            .hash
-            .filter(|_| entry.size > 0 && self.holds_single_chunk(&entry));
+        let single_chunk = self.single_chunk(&entry);
         let handle = Handle::Reader {
             id,
             version: entry.version,
@@ -1639,11 +1636,13 @@ impl CubbyFs {
         }
     }
 
-    /// Whether `entry` (as the server has it, not as journaled changes left it) has
-    /// content of one chunk whose hash is the content's.
-    fn holds_single_chunk(&self, entry: &Entry) -> bool {
-        entry.size <= u64::from(chunking::MIN_CHUNK)
-            && matches!(self.overlaid(entry.id), Overlaid::Untouched)
+    /// The hash of `entry`'s content when it is one chunk (so the chunk's hash is the
+    /// content's), for an entry as the server has it, not as journaled changes left it.
+    fn single_chunk(&self, entry: &Entry) -> Option<ContentHash> {
+        let one_chunk = entry.size > 0 && entry.size <= u64::from(chunking::MIN_CHUNK);
+        entry
+            .hash
+            .filter(|_| one_chunk && matches!(self.overlaid(entry.id), Overlaid::Untouched))
     }
 
     /// Content of at most one chunk that was just committed joins the chunk cache, so
