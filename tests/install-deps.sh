@@ -11,6 +11,7 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v git >/dev/null || need+=(git)
 command -v diff >/dev/null || need+=(diffutils)
 command -v tar >/dev/null || need+=(tar)
+command -v rsync >/dev/null || need+=(rsync)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -9,112 +9,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cubby_proto::ContentHash;
-use cubby_testkit::{Mount, TestServer, cubby_login, fuse_available, random_bytes};
+use cubby_testkit::{Mount, fuse_available, random_bytes};
 
-const CUBBY: &str = env!("CARGO_BIN_EXE_cubby");
+mod common;
 
-struct Setup {
-    server: TestServer,
-    config: std::path::PathBuf,
-    _configs: tempfile::TempDir,
-}
-
-fn setup() -> Setup {
-    let server = TestServer::start();
-    server.add_user("alice");
-    let configs = tempfile::tempdir().unwrap();
-    let config = cubby_login(Path::new(CUBBY), &server, "alice", configs.path());
-    Setup {
-        server,
-        config,
-        _configs: configs,
-    }
-}
-
-fn mount(setup: &Setup) -> Mount {
-    Mount::start(Path::new(CUBBY), &setup.config)
-}
-
-fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`{script}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs the CLI and parses what it printed as JSON (it must succeed).
-fn json_of(command: &mut Command) -> serde_json::Value {
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn cli_json(setup: &Setup, args: &[&str]) -> serde_json::Value {
-    json_of(
-        Command::new(CUBBY)
-            .arg("--config")
-            .arg(&setup.config)
-            .args(args),
-    )
-}
-
-/// `cubby status DIR --json`.
-fn status(dir: &Path) -> serde_json::Value {
-    json_of(Command::new(CUBBY).args(["status", "--json"]).arg(dir))
-}
-
-/// `cubby status DIR`, in words.
-fn status_text(dir: &Path) -> String {
-    let out = Command::new(CUBBY).arg("status").arg(dir).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Waits (up to `limit`) until the mount at `dir` is online with nothing left to send.
-fn wait_synced(dir: &Path, limit: Duration) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        let now = status(dir);
-        if now["online"] == true && now["queue_depth"] == 0 {
-            return now;
-        }
-        assert!(start.elapsed() < limit, "not synced after {limit:?}: {now}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Polls `check` until it holds, failing after `limit`; returns how long it took.
-fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
-
-/// Writes a file and fsyncs it: committed on the server when this returns.
-fn write_synced(path: &Path, data: impl AsRef<[u8]>) {
-    let mut file = fs::File::create(path).unwrap();
-    file.write_all(data.as_ref()).unwrap();
-    file.sync_all().unwrap();
-}
-
-fn hash_file(path: &Path) -> ContentHash {
-    ContentHash::of(&fs::read(path).unwrap())
-}
+use common::*;
 
 #[test]
 fn files_copy_in_and_out_byte_for_byte() {

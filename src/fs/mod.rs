@@ -125,6 +125,8 @@ pub struct CubbyFs {
     aliases: Mutex<HashMap<u64, u64>>,
     entries: Cache<u64, Entry>,
     listings: Cache<u64, Arc<Vec<Entry>>>,
+    /// Held while a cached listing is edited or replaced (after the overlay's lock).
+    listing_edits: Mutex<()>,
     chunks: ChunkCache,
     /// Chunks being fetched ahead, so each is fetched once.
     prefetching: Arc<Mutex<std::collections::HashSet<ContentHash>>>,
@@ -159,6 +161,11 @@ pub struct CubbyFs {
     /// (version, size) of the file attributes the kernel was told it may keep, by
     /// inode, for as long as it may keep them.
     kernel_attrs: Cache<u64, (u64, u64)>,
+    /// The version each file was last committed at by this mount, for longer than
+    /// anything fetched before the commit may be cached: no entry older than that is
+    /// cached or answered (a listing fetched while a just-written file was committed
+    /// would give its empty first version, and `fstat` size 0).
+    committed_versions: Cache<u64, u64>,
 }
 
 /// Subdirectories of one listing fetched ahead, at most, and by how many threads.
@@ -229,6 +236,7 @@ impl CubbyFs {
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build(),
+            listing_edits: Mutex::new(()),
             chunks,
             prefetching: Arc::new(Mutex::new(std::collections::HashSet::new())),
             staged: Mutex::new(HashMap::new()),
@@ -252,6 +260,10 @@ impl CubbyFs {
             kernel_attrs: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl * 2)
+                .build(),
+            committed_versions: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl * 4 + Duration::from_secs(30))
                 .build(),
             config,
         };
@@ -353,15 +365,41 @@ impl CubbyFs {
 
     fn remember(&self, entry: &Entry) {
         // A fetch that began before a commit never replaces what the commit left.
-        if self
-            .entries
-            .get(&entry.id)
-            .is_some_and(|cached| cached.version > entry.version)
+        if self.older_than_committed(entry)
+            || self
+                .entries
+                .get(&entry.id)
+                .is_some_and(|cached| cached.version > entry.version)
         {
             return;
         }
         self.entries.insert(entry.id, entry.clone());
         self.known_entries.insert(entry.id, entry.clone());
+    }
+
+    /// Whether `entry` is a version older than this mount last committed.
+    fn older_than_committed(&self, entry: &Entry) -> bool {
+        entry.kind == EntryKind::File
+            && self
+                .committed_versions
+                .get(&entry.id)
+                .is_some_and(|committed| committed > entry.version)
+    }
+
+    /// A listed entry, or its current state when the listing was fetched before this
+    /// mount committed a newer version.
+    fn freshest(&self, listed: &Entry) -> Entry {
+        if self.older_than_committed(listed) {
+            match self.entries.get(&listed.id) {
+                Some(cached) if cached.version >= listed.version => return cached,
+                _ => {
+                    if let Ok(fetched) = self.fetch_entry(listed.id) {
+                        return fetched;
+                    }
+                }
+            }
+        }
+        listed.clone()
     }
 
     /// Forgets what is cached about an entry and the directory holding it.
@@ -387,6 +425,10 @@ impl CubbyFs {
     /// Edits the cached listings of `parent`, if held: the current one (lookups) and
     /// the last seen (offline lookups).
     fn edit_listings(&self, parent: u64, edit: impl Fn(&mut Vec<Entry>)) {
+        // One edit at a time: two edits of one listing (a replayed delete, a sibling's
+        // new times) each copying it would lose one (an `rm -rf` saw a deleted
+        // directory come back, and failed with "Directory not empty").
+        let _one_at_a_time = lock(&self.listing_edits);
         for cache in [&self.listings, &self.known_listings] {
             if let Some(listing) = cache.get(&parent) {
                 let mut listing = (*listing).clone();
@@ -426,19 +468,23 @@ impl CubbyFs {
         }
     }
 
-    /// What the journaled changes say about entry `id`.
-    fn overlaid(&self, id: u64) -> Overlaid {
+    /// What the journaled changes say about entry `id`, with the id it goes by now. A
+    /// local id is resolved under the overlay's lock, which the replay holds while it
+    /// maps the id and re-keys the overlay, so the two always agree (resolved before,
+    /// an entry created a moment ago would look gone).
+    fn overlaid(&self, id: u64) -> (u64, Overlaid) {
         let overlay = lock(&self.overlay);
+        let id = self.journal.canonical(id);
         if overlay.is_empty() {
-            return Overlaid::Untouched;
+            return (id, Overlaid::Untouched);
         }
-        overlay.get(id)
+        (id, overlay.get(id))
     }
 
     /// The entry as the server has it now (or, offline, as last seen).
     fn fetch_entry(&self, id: u64) -> FsResult<Entry> {
-        let id = self.journal.canonical(id);
-        match self.overlaid(id) {
+        let (id, overlaid) = self.overlaid(id);
+        match overlaid {
             Overlaid::Removed => return Err(FsError::NotFound),
             Overlaid::Present(entry) => return Ok(self.with_server_content(entry)),
             Overlaid::Untouched if is_local(id) => return Err(FsError::NotFound),
@@ -492,7 +538,7 @@ impl CubbyFs {
             return true;
         }
         let settled = self.staged_copy(entry.id).is_none()
-            && matches!(self.overlaid(entry.id), Overlaid::Untouched);
+            && matches!(self.overlaid(entry.id).1, Overlaid::Untouched);
         if settled {
             self.kernel_attrs.insert(ino, (entry.version, entry.size));
         } else {
@@ -504,8 +550,8 @@ impl CubbyFs {
     /// The kind of entry `id` (which never changes), from any cache before the server:
     /// creating file after file in a directory asks nothing about the directory.
     fn kind_of(&self, id: u64) -> FsResult<EntryKind> {
-        let id = self.journal.canonical(id);
-        match self.overlaid(id) {
+        let (id, overlaid) = self.overlaid(id);
+        match overlaid {
             Overlaid::Removed => return Err(FsError::NotFound),
             Overlaid::Present(entry) => return Ok(entry.kind),
             Overlaid::Untouched => {}
@@ -521,8 +567,8 @@ impl CubbyFs {
     }
 
     fn entry(&self, id: u64) -> FsResult<Entry> {
-        let id = self.journal.canonical(id);
-        if let Overlaid::Untouched = self.overlaid(id)
+        let (id, overlaid) = self.overlaid(id);
+        if let Overlaid::Untouched = overlaid
             && let Some(entry) = self.entries.get(&id)
         {
             return Ok(entry);
@@ -535,27 +581,30 @@ impl CubbyFs {
     /// which the replay of a change also holds while it edits listings and retires the
     /// change, so the two always agree.
     fn children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
-        let dir = self.journal.canonical(dir);
-        let merged = |overlay: &Overlay, server: Arc<Vec<Entry>>| {
+        let merged = |overlay: &Overlay, dir: u64, server: Arc<Vec<Entry>>| {
             if overlay.is_empty() {
                 server
             } else {
                 Arc::new(overlay.children(dir, &server))
             }
         };
-        {
+        let dir = {
+            // Resolved under the overlay's lock (see `overlaid`): a directory created a
+            // moment ago never lists as empty.
             let overlay = lock(&self.overlay);
+            let dir = self.journal.canonical(dir);
             if is_local(dir) {
-                return Ok(merged(&overlay, Arc::new(Vec::new())));
+                return Ok(merged(&overlay, dir, Arc::new(Vec::new())));
             }
             if let Some(listing) = self.listings.get(&dir) {
-                return Ok(merged(&overlay, listing));
+                return Ok(merged(&overlay, dir, listing));
             }
             if !self.sync.is_online() {
                 let known = self.known_listings.get(&dir).ok_or(FsError::Offline)?;
-                return Ok(merged(&overlay, known));
+                return Ok(merged(&overlay, dir, known));
             }
-        }
+            dir
+        };
         let _no_replay = self
             .namespace_gate
             .read()
@@ -566,16 +615,17 @@ impl CubbyFs {
             Ok(children) => Arc::new(children),
             Err(FsError::Offline) => {
                 let known = self.known_listings.get(&dir).ok_or(FsError::Offline)?;
-                return Ok(merged(&overlay, known));
+                return Ok(merged(&overlay, dir, known));
             }
             Err(error) => return Err(error),
         };
         for child in children.iter() {
             self.remember(child);
         }
+        let _no_edit = lock(&self.listing_edits);
         self.listings.insert(dir, Arc::clone(&children));
         self.known_listings.insert(dir, Arc::clone(&children));
-        Ok(merged(&overlay, children))
+        Ok(merged(&overlay, dir, children))
     }
 
     /// Fetches the listings of the subdirectories in `listing` not cached yet, on a few
@@ -625,7 +675,7 @@ impl CubbyFs {
         self.children(parent)?
             .iter()
             .find(|e| e.name == name)
-            .cloned()
+            .map(|e| self.freshest(e))
             .ok_or(FsError::NotFound)
     }
 
@@ -702,7 +752,10 @@ impl CubbyFs {
         if dir.kind != EntryKind::Dir {
             return Err(FsError::NotDir);
         }
-        let children = self.children(id)?;
+        let mut children = self.children(id)?;
+        if children.iter().any(|e| self.older_than_committed(e)) {
+            children = Arc::new(children.iter().map(|e| self.freshest(e)).collect());
+        }
         self.prefetch_listings(&children);
         Ok((dir, children))
     }
@@ -890,7 +943,7 @@ impl CubbyFs {
     }
 
     /// A deleted file's waiting content is not sent (it would come back as a
-    /// conflicted copy). Writes through handles still open on it start over.
+    /// conflicted copy), nor is anything written through handles still open on it.
     fn drop_pending_content(&self, id: u64) {
         let id = self.journal.canonical(id);
         let staged = self.staged_copy(id);
@@ -899,6 +952,7 @@ impl CubbyFs {
             state.dirty = false;
             state.modified_ns = None;
             state.attrs = staging::PendingAttrs::default();
+            state.unlinked = true;
             staged.clear_pending();
         }
         self.sync.unqueue_upload(id);
@@ -1033,6 +1087,7 @@ impl CubbyFs {
             self.call(self.remote.set_attrs(target.id, &attrs))?;
         }
         self.call(self.remote.delete_id(source.id, false))?;
+        self.committed_versions.insert(target.id, done.version);
         lock(&self.aliases).insert(self.ino_of(source.id), target.id);
         lock(&self.cached_version).remove(&target.id);
         self.forget(target.id, target.parent_id);
@@ -1592,6 +1647,8 @@ impl CubbyFs {
                 }
             };
             state.base_version = report.version;
+            self.committed_versions
+                .insert(report.file_id, report.version);
             self.cache_small_content(staged, &report);
             state.dirty = false;
             let modified = state.modified_ns.take();
@@ -1642,7 +1699,7 @@ impl CubbyFs {
         let one_chunk = entry.size > 0 && entry.size <= u64::from(chunking::MIN_CHUNK);
         entry
             .hash
-            .filter(|_| one_chunk && matches!(self.overlaid(entry.id), Overlaid::Untouched))
+            .filter(|_| one_chunk && matches!(self.overlaid(entry.id).1, Overlaid::Untouched))
     }
 
     /// Content of at most one chunk that was just committed joins the chunk cache, so

@@ -31,6 +31,11 @@ pub struct StagedState {
     pub modified_ns: Option<i64>,
     /// Attribute changes made while the content waited, applied after its commit.
     pub attrs: PendingAttrs,
+    /// The file was deleted here while open: its handles still read and write this
+    /// copy (as POSIX keeps an unlinked file's content for its open descriptors), and
+    /// nothing of it is ever sent (a write-back after the delete, such as SQLite's
+    /// `-shm` pages at close, would come back as a conflicted copy).
+    pub unlinked: bool,
 }
 
 /// Attribute changes (`chmod`, `chown`, `utimensat`) waiting for a staged file's
@@ -65,7 +70,7 @@ impl PendingAttrs {
 impl StagedState {
     /// Content or attributes wait to be sent.
     pub fn pending(&self) -> bool {
-        self.dirty || !self.attrs.is_empty()
+        !self.unlinked && (self.dirty || !self.attrs.is_empty())
     }
 }
 
@@ -237,6 +242,7 @@ impl Staged {
                 dirty: false,
                 modified_ns: None,
                 attrs: PendingAttrs::default(),
+                unlinked: false,
             }),
         })
     }
@@ -313,6 +319,7 @@ impl Staged {
                 dirty: true,
                 modified_ns: None,
                 attrs: pending.record.attrs,
+                unlinked: false,
             }),
         })
     }

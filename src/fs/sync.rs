@@ -518,7 +518,44 @@ impl CubbyFs {
                 let id = canon(entry.id);
                 // After an upload of the same file that is under way.
                 let staged = self.staged_copy(id);
-                let _uploaded = staged.as_ref().map(|staged| staged.lock());
+                let mut uploaded = staged.as_ref().map(|staged| staged.lock());
+                // Content still waiting would be committed after this, with the commit's
+                // time: the change rides with it instead, as one made now would.
+                if let (Some(staged), Some(state)) = (&staged, uploaded.as_mut())
+                    && state.dirty
+                    && state.pending()
+                {
+                    let mut attrs = attrs.clone();
+                    if state
+                        .modified_ns
+                        .is_some_and(|written| written > entry.ctime_ns)
+                    {
+                        // Written after the change: the write's time stands.
+                        attrs.mtime_ns = None;
+                    }
+                    let pending = &mut state.attrs;
+                    // What was set on the waiting content after this change was made
+                    // is newer (rsync's fchmod 0600 is journaled, its chmod 0644 not).
+                    let ours_newer = pending
+                        .changed_ns
+                        .is_some_and(|changed| changed > entry.ctime_ns);
+                    fn newer<T>(ours_newer: bool, theirs: Option<T>, ours: Option<T>) -> Option<T> {
+                        if ours_newer {
+                            ours.or(theirs)
+                        } else {
+                            theirs.or(ours)
+                        }
+                    }
+                    pending.mode = newer(ours_newer, attrs.mode, pending.mode);
+                    pending.uid = newer(ours_newer, attrs.uid, pending.uid);
+                    pending.gid = newer(ours_newer, attrs.gid, pending.gid);
+                    pending.mtime_ns = newer(ours_newer, attrs.mtime_ns, pending.mtime_ns);
+                    pending.atime_ns = newer(ours_newer, attrs.atime_ns, pending.atime_ns);
+                    pending.changed_ns = Some(pending.changed_ns.unwrap_or(0).max(entry.ctime_ns));
+                    staged.record_pending(state, false)?;
+                    return Ok(Applied::Cached);
+                }
+                drop(uploaded);
                 let updated = self.call(self.remote.set_attrs(id, attrs))?;
                 Ok(Applied::Placed {
                     from: updated.parent_id,
@@ -646,7 +683,7 @@ impl CubbyFs {
                     .known_entries
                     .get(&id)
                     .map(|e| e.name)
-                    .or_else(|| match self.overlaid(id) {
+                    .or_else(|| match self.overlaid(id).1 {
                         super::Overlaid::Present(entry) => Some(entry.name),
                         _ => None,
                     })

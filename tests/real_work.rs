@@ -1,0 +1,252 @@
+//! Ordinary work on the mount, as a user does it, compared with what the same work
+//! leaves on a local directory: rsync, SQLite, `rm -rf` of a tree just written, and
+//! the save-by-rename loop of compilers and linkers. Each test names the failure it
+//! guards against. Every test unmounts, even when it fails.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use cubby_proto::ContentHash;
+use cubby_testkit::{fuse_available, random_bytes};
+
+/// What a tree holds, by relative path: kind and mode, modification time (not for
+/// symlinks), and the content's hash or the link's target.
+fn snapshot(root: &Path) -> BTreeMap<String, (u32, i64, String)> {
+    let mut out = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let (mtime, what) = if meta.file_type().is_symlink() {
+                (0, format!("-> {}", fs::read_link(&path).unwrap().display()))
+            } else if meta.is_dir() {
+                pending.push(path.clone());
+                (
+                    meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                    String::new(),
+                )
+            } else {
+                let hash = ContentHash::of(&fs::read(&path).unwrap());
+                (
+                    meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                    hash.to_hex(),
+                )
+            };
+            out.insert(rel, (meta.mode(), mtime, what));
+        }
+    }
+    out
+}
+
+/// The paths on which two snapshots differ, with both sides.
+fn differences(
+    local: &BTreeMap<String, (u32, i64, String)>,
+    mounted: &BTreeMap<String, (u32, i64, String)>,
+) -> Vec<String> {
+    let mut paths: Vec<&String> = local.keys().chain(mounted.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .filter(|path| local.get(*path) != mounted.get(*path))
+        .map(|path| {
+            format!(
+                "{path}: {:?} here, {:?} mounted",
+                local.get(path),
+                mounted.get(path)
+            )
+        })
+        .collect()
+}
+
+/// Sets a file's or directory's modification time.
+fn set_mtime(path: &Path, secs_ago: u64) {
+    let when = SystemTime::now() - Duration::from_secs(secs_ago);
+    fs::File::open(path).unwrap().set_modified(when).unwrap();
+}
+
+/// A tree like a package's documentation: nested directories with their own modes and
+/// old times, files of several modes and sizes, symlinks (relative, absolute, dangling).
+fn documentation_tree(root: &Path) {
+    for d in 0..12u64 {
+        let dir = root.join(format!("pkg{d}"));
+        let nested = dir.join("examples").join("more");
+        fs::create_dir_all(&nested).unwrap();
+        for f in 0..30u64 {
+            let at = if f % 3 == 0 { &nested } else { &dir };
+            let file = at.join(format!("file{f}.txt"));
+            fs::write(
+                &file,
+                random_bytes(((d * 31 + f * 977) % 20_000) as usize, d * 100 + f),
+            )
+            .unwrap();
+            let mode = [0o644, 0o755, 0o600, 0o640][(f % 4) as usize];
+            fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+            set_mtime(&file, 86_400 * (100 + d * 7 + f));
+        }
+        symlink("file1.txt", dir.join("link-relative")).unwrap();
+        symlink("/usr/share/doc", dir.join("link-absolute")).unwrap();
+        symlink("missing/target", dir.join("link-dangling")).unwrap();
+        let modes = [0o755, 0o700, 0o750];
+        for (at, mode) in [
+            (&nested, modes[d as usize % 3]),
+            (&dir.join("examples"), 0o755),
+        ] {
+            fs::set_permissions(at, fs::Permissions::from_mode(mode)).unwrap();
+            set_mtime(at, 86_400 * (400 + d));
+        }
+        set_mtime(&dir, 86_400 * (500 + d));
+    }
+}
+
+#[test]
+fn rsync_a_keeps_content_modes_times_and_links() {
+    // Before: rsync's last chmod and utimes of files and directories were lost or
+    // undone by the commit of the content they were set on.
+    if !fuse_available("rsync_a_keeps_content_modes_times_and_links") {
+        return;
+    }
+    let setup = setup();
+    let mut mount = mount(&setup);
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("doc");
+    documentation_tree(&tree);
+    let expected = snapshot(&tree);
+    sh(mount.path(), &format!("rsync -a {}/ copy/", tree.display()));
+    let copy = mount.path().join("copy");
+    let now = differences(&expected, &snapshot(&copy));
+    assert!(now.is_empty(), "right after rsync:\n{}", now.join("\n"));
+    wait_synced(mount.path(), Duration::from_secs(60));
+    mount.restart();
+    let synced = differences(&expected, &snapshot(&mount.path().join("copy")));
+    assert!(synced.is_empty(), "on the server:\n{}", synced.join("\n"));
+}
+
+#[test]
+fn sqlite_in_wal_mode_from_one_process_makes_no_conflicted_copy() {
+    // Before: SQLite's shared-memory file, written back through its mapping after
+    // SQLite had deleted it, came back as `db (conflicted copy ..).sqlite-shm`.
+    if !fuse_available("sqlite_in_wal_mode_from_one_process_makes_no_conflicted_copy") {
+        return;
+    }
+    let setup = setup();
+    let mut mount = mount(&setup);
+    let script = r#"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+assert db.execute("pragma journal_mode=wal").fetchone()[0] == "wal"
+db.execute("create table t (id integer primary key, body text)")
+for i in range(20000):
+    db.execute("insert into t (body) values (?)", ("row %d " % i * 4,))
+    if i % 100 == 99:
+        db.commit()
+db.commit()
+print(db.execute("pragma integrity_check").fetchone()[0], db.execute("select count(*) from t").fetchone()[0])
+db.close()
+"#;
+    fs::create_dir(mount.path().join("app")).unwrap();
+    let out = sh(
+        mount.path(),
+        &format!("python3 -c '{script}' app/db.sqlite"),
+    );
+    assert_eq!(out.trim(), "ok 20000");
+    let synced = wait_synced(mount.path(), Duration::from_secs(60));
+    assert_eq!(synced["conflicts"], serde_json::json!([]), "{synced}");
+    let names = sh(mount.path(), "find . -name '*conflicted*'");
+    assert_eq!(names.trim(), "", "conflicted copies from one writer");
+    mount.restart();
+    let count = sh(
+        mount.path(),
+        "python3 -c 'import sqlite3; d = sqlite3.connect(\"app/db.sqlite\"); \
+         print(d.execute(\"pragma integrity_check\").fetchone()[0], \
+         d.execute(\"select count(*) from t\").fetchone()[0])'",
+    );
+    assert_eq!(count.trim(), "ok 20000");
+}
+
+#[test]
+fn rm_rf_of_a_tree_just_written_succeeds_the_first_time() {
+    // Before: two edits of one cached listing raced (a replayed delete, a sibling's
+    // new times) and a deleted directory came back: "Directory not empty".
+    if !fuse_available("rm_rf_of_a_tree_just_written_succeeds_the_first_time") {
+        return;
+    }
+    let setup = setup();
+    let mut mount = mount(&setup);
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("tree");
+    for i in 0..1500u64 {
+        let dir = tree.join(format!("a{}/b{}/c{}", i % 5, i % 15, i % 45));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join(format!("f{i}")),
+            random_bytes((i as usize * 53) % 3000, i),
+        )
+        .unwrap();
+    }
+    sh(local.path(), "tar cf tree.tar tree");
+    for round in 0..2 {
+        sh(
+            mount.path(),
+            &format!(
+                "mkdir r{round} && tar xf {} -C r{round} && rm -rf r{round}",
+                local.path().join("tree.tar").display()
+            ),
+        );
+        assert!(!mount.path().join(format!("r{round}")).exists());
+    }
+    let synced = wait_synced(mount.path(), Duration::from_secs(60));
+    assert_eq!(synced["pending_upload_count"], 0, "{synced}");
+    assert_eq!(synced["conflicts"], serde_json::json!([]), "{synced}");
+    mount.restart();
+    assert_eq!(fs::read_dir(mount.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_file_saved_by_rename_is_whole_when_opened_and_mapped() {
+    // Compilers and linkers write a temporary file, rename it into place, then open
+    // and map it: the size and the bytes must be the renamed file's, at once.
+    if !fuse_available("a_file_saved_by_rename_is_whole_when_opened_and_mapped") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    let script = r#"
+import mmap, os, sys, threading
+errors = []
+def worker(t):
+    for i in range(150):
+        tmp, final = "t%d.tmp" % t, ("f%d.o" % t if i % 2 else "f%d-%d.o" % (t, i))
+        data = os.urandom(1000 + (i * 37) % 5000) + b"Z"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.rename(tmp, final)
+        fd = os.open(final, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size != len(data):
+                errors.append("%s: size %d, wrote %d" % (final, size, len(data)))
+                return
+            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
+                if m[:] != data:
+                    errors.append("%s: other bytes" % final)
+                    return
+        finally:
+            os.close(fd)
+threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("; ".join(errors) or "ok")
+"#;
+    let out = sh(mount.path(), &format!("python3 -c '{script}'"));
+    assert_eq!(out.trim(), "ok");
+    wait_synced(mount.path(), Duration::from_secs(60));
+}
