@@ -15,8 +15,12 @@ root=$(cd "$(dirname "$0")" && pwd)
 state=${XDG_STATE_HOME:-$HOME/.local/state}/cubby
 config=${CUBBY_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/cubby/config.json}
 server_data=${CUBBY_DATA:-${XDG_DATA_HOME:-$HOME/.local/share}/cubby-server}
-listen=${CUBBY_LISTEN:-127.0.0.1:8420}
 bin=$root/target/release
+# The local server's address: CUBBY_LISTEN when given; else the one this script chose
+# before (kept in $state/server.listen); else 127.0.0.1:8420, or a free port when
+# something else answers there.
+explicit_listen=${CUBBY_LISTEN:-}
+listen=${CUBBY_LISTEN:-$(cat "$state/server.listen" 2>/dev/null || echo 127.0.0.1:8420)}
 
 die() { echo "mount.sh: $*" >&2; exit 1; }
 usage() { echo "usage: $0 DIR | $0 --stop DIR" >&2; exit 2; }
@@ -73,21 +77,42 @@ echo "building (release)..."
 (cd "$root" && cargo build --release --workspace --bins --quiet)
 
 healthy() { curl -sf -o /dev/null "http://$listen/healthz"; }
+answers() { curl -s -o /dev/null "http://$listen/"; } # anything at all listens there
 
+# Starts the local server unless the one this script started runs. Never takes a
+# server it did not start for its own: another one on the address is said, and (unless
+# CUBBY_LISTEN asked for that address) the local server gets a free port instead.
 start_server() {
-  if healthy; then return 0; fi
-  echo "starting a local server on $listen (data in $server_data)"
+  if alive "$state/server.pid" && healthy; then return 0; fi
+  local bind=$listen
+  if answers; then
+    [ -z "$explicit_listen" ] ||
+      die "something else answers on $listen, not a server this script started; stop it or set CUBBY_LISTEN to a free address"
+    echo "another server answers on $listen (not one this script started); the local server takes a free port"
+    bind=127.0.0.1:0
+  fi
+  echo "starting a local server (data in $server_data)"
   mkdir -p "$server_data"
+  : >"$state/server.out"
   # A local, loopback-only server: tokens last a year so the mount keeps working.
-  nohup "$bin/cubby-server" serve --data "$server_data" --listen "$listen" \
-    --token-ttl-secs 31536000 >>"$state/server.log" 2>&1 &
+  nohup "$bin/cubby-server" serve --data "$server_data" --listen "$bind" \
+    --token-ttl-secs 31536000 >"$state/server.out" 2>>"$state/server.log" &
   echo $! >"$state/server.pid"
-  for _ in $(seq 100); do healthy && return 0; sleep 0.1; done
+  for _ in $(seq 100); do
+    bound=$(sed -n 's/^cubby-server listening on //p' "$state/server.out")
+    if [ -n "$bound" ]; then
+      listen=$bound
+      echo "$listen" >"$state/server.listen"
+      for _ in $(seq 50); do healthy && { echo "local server on $listen"; return 0; }; sleep 0.1; done
+    fi
+    alive "$state/server.pid" || break
+    sleep 0.1
+  done
   die "the server did not start; see $state/server.log"
 }
 
-if [ ! -f "$config" ]; then
-  start_server
+# Logs in to the local server as the local user (created on first use).
+local_login() {
   user=${USER:-$(id -un)}
   password_file="$state/local-password"
   if [ ! -f "$password_file" ]; then
@@ -96,10 +121,16 @@ if [ ! -f "$config" ]; then
       || die "could not create the local user $user"
   fi
   "$bin/cubby" --config "$config" login --server "http://$listen" --username "$user" \
-    --password-stdin <"$password_file"
-elif alive "$state/server.pid" || [ -f "$state/local-password" ]; then
-  # Our own local server: make sure it runs.
+    --password-stdin <"$password_file" || die "could not log in to the local server on $listen"
+}
+
+if [ ! -f "$config" ]; then
   start_server
+  local_login
+elif alive "$state/server.pid" || [ -f "$state/local-password" ]; then
+  # Our own local server: make sure it runs, and log in again if it moved.
+  start_server
+  grep -q "\"http://$listen\"" "$config" || local_login
 fi
 
 nohup "$bin/cubby" --config "$config" mount "$dir" >>"$state/mount-$key.log" 2>&1 &
