@@ -5,7 +5,7 @@
 # recorded below (so a regression fails CI) or when fsx finds any miscompare.
 #
 #   tests/conformance.sh                 (as root: pjdfstest switches users)
-#   FSX_OPS=100000 PJD_FLOOR=N tests/conformance.sh
+#   FSX_OPS=100000 FSX_LARGE_OPS=10000 FSX_LARGE_SEED=S PJD_FLOOR=N tests/conformance.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -14,6 +14,7 @@ repo=$PWD
 # lists every remaining failure and why.
 PJD_FLOOR=${PJD_FLOOR:-346}
 FSX_OPS=${FSX_OPS:-100000}
+FSX_LARGE_OPS=${FSX_LARGE_OPS:-10000}
 tools=$repo/.tools
 
 [ "$(id -u)" -eq 0 ] || { echo "conformance: run as root (pjdfstest switches users)" >&2; exit 1; }
@@ -59,14 +60,24 @@ echo conformance-pw | target/debug/cubby login --server "$url" --username confor
 RUST_LOG=warn target/debug/cubby mount "$work/mnt" --allow-other \
   --staging-dir "$work/staging" --cache-dir "$work/cache" >"$work/mount.out" 2>"$work/mount.err" &
 mount_pid=$!
+mounted() { awk -v d="$work/mnt" '$2 == d && $3 ~ /^fuse/ { f = 1 } END { exit !f }' /proc/mounts; }
 for _ in $(seq 200); do
-  awk -v d="$work/mnt" '$2 == d { f = 1 } END { exit !f }' /proc/mounts && break
+  mounted && break
   sleep 0.05
 done
+# Never a suite against the plain directory under a mount that did not appear or died.
+require_mount() {
+  mounted && kill -0 "$mount_pid" 2>/dev/null && return 0
+  echo "conformance: the mount is not there ($1); see below" >&2
+  tail -n 20 "$work/mount.err" >&2
+  exit 1
+}
+require_mount "after starting it"
 mount -t tmpfs -o size=16m tmpfs "$work/second"
 mkdir "$work/mnt/pjd"
 chmod 755 "$work/mnt/pjd"
 
+require_mount "before pjdfstest"
 echo "== pjdfstest"
 set +e
 (cd "$work" && timeout 1800 "$tools/bin/pjdfstest" -c "$repo/tests/conformance/pjdfstest.toml" \
@@ -80,24 +91,36 @@ passed=$(echo "$summary" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')
 echo "pjdfstest failures by area:"
 grep -E 'FAILED$' "$work/pjdfstest.log" | awk '{print $1}' | cut -d: -f1 | sort | uniq -c | sort -rn | sed 's/^/  /'
 
-echo "== fsx ($FSX_OPS operations)"
-mkdir -p "$work/fsx"
-set +e
-timeout 1800 "$tools/bin/fsx" -N "$FSX_OPS" -S 1 -f "$repo/tests/conformance/fsx.toml" \
-  -P "$work/fsx" "$work/mnt/fsx.dat" >"$work/fsx.log" 2>&1
-fsx_rc=$?
-set -e
-cp "$work/fsx.log" target/conformance/fsx.log
-tail -n 3 "$work/fsx.log"
+require_mount "after pjdfstest"
+
+# fsx_run NAME CONFIG OPS SEED: one fsx run on the mount; a miscompare sets fsx_failed.
+fsx_run() {
+  echo "== fsx $1 ($3 operations, seed $4)"
+  mkdir -p "$work/fsx-$1"
+  set +e
+  timeout 1800 "$tools/bin/fsx" -N "$3" -S "$4" -f "$repo/tests/conformance/$2" \
+    -P "$work/fsx-$1" "$work/mnt/$1.dat" >"$work/fsx-$1.log" 2>&1
+  local rc=$?
+  set -e
+  cp "$work/fsx-$1.log" "target/conformance/fsx-$1.log"
+  tail -n 3 "$work/fsx-$1.log"
+  if [ "$rc" -ne 0 ] || ! grep -q "All operations completed A-OK!" "$work/fsx-$1.log"; then
+    echo "conformance: fsx $1 failed (exit $rc, seed $4); see target/conformance/fsx-$1.log" >&2
+    fsx_failed=1
+  fi
+  require_mount "after fsx $1"
+}
+fsx_failed=0
+# The small file with the team's fixed seed (figures compare); the file of many chunks
+# with a seed that changes per run (printed, to replay a failure).
+fsx_run small fsx.toml "$FSX_OPS" 1
+fsx_run large fsx-large.toml "$FSX_LARGE_OPS" "${FSX_LARGE_SEED:-$(( $(date +%s) % 100000 ))}"
 
 status=0
 if [ -z "$passed" ] || [ "$passed" -lt "$PJD_FLOOR" ]; then
   echo "conformance: pjdfstest passed ${passed:-0}, below the floor of $PJD_FLOOR" >&2
   status=1
 fi
-if [ "$fsx_rc" -ne 0 ] || ! grep -q "All operations completed A-OK!" "$work/fsx.log"; then
-  echo "conformance: fsx failed (exit $fsx_rc); see target/conformance/fsx.log" >&2
-  status=1
-fi
-[ "$status" -eq 0 ] && echo "conformance: pjdfstest $passed passed (floor $PJD_FLOOR); fsx $FSX_OPS operations A-OK"
+[ "$fsx_failed" -eq 0 ] || status=1
+[ "$status" -eq 0 ] && echo "conformance: pjdfstest $passed passed (floor $PJD_FLOOR); fsx $FSX_OPS and $FSX_LARGE_OPS (large) operations A-OK"
 exit "$status"

@@ -194,6 +194,19 @@ fn unix_ns(time: SystemTime) -> i64 {
     }
 }
 
+/// `entry` with attribute changes that wait for its content.
+fn with_attrs(mut entry: Entry, attrs: &staging::PendingAttrs) -> Entry {
+    entry.mode = attrs.mode.unwrap_or(entry.mode);
+    entry.uid = attrs.uid.or(entry.uid);
+    entry.gid = attrs.gid.or(entry.gid);
+    entry.mtime_ns = attrs.mtime_ns.unwrap_or(entry.mtime_ns);
+    entry.atime_ns = attrs.atime_ns.unwrap_or(entry.atime_ns);
+    if let Some(changed) = attrs.changed_ns {
+        entry.ctime_ns = entry.ctime_ns.max(changed);
+    }
+    entry
+}
+
 fn name_of(name: &OsStr) -> FsResult<&str> {
     let name = name.to_str().ok_or(FsError::Invalid)?;
     if name.len() > cubby_proto::path::NAME_MAX {
@@ -698,7 +711,8 @@ impl CubbyFs {
                     entry.mtime_ns = changed;
                     entry.ctime_ns = changed;
                 }
-                return entry;
+                let attrs = lock(&staged.committing_attrs).clone();
+                return with_attrs(entry, &attrs);
             }
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
         };
@@ -725,15 +739,7 @@ impl CubbyFs {
             entry.mtime_ns = modified;
             entry.ctime_ns = modified;
         }
-        entry.mode = attrs.mode.unwrap_or(entry.mode);
-        entry.uid = attrs.uid.or(entry.uid);
-        entry.gid = attrs.gid.or(entry.gid);
-        entry.mtime_ns = attrs.mtime_ns.unwrap_or(entry.mtime_ns);
-        entry.atime_ns = attrs.atime_ns.unwrap_or(entry.atime_ns);
-        if let Some(changed) = attrs.changed_ns {
-            entry.ctime_ns = entry.ctime_ns.max(changed);
-        }
-        entry
+        with_attrs(entry, &attrs)
     }
 
     pub fn lookup(&self, parent_ino: u64, name: &OsStr) -> FsResult<Entry> {
@@ -985,7 +991,9 @@ impl CubbyFs {
         new_name: &OsStr,
         no_replace: bool,
     ) -> FsResult<()> {
-        let source = self.child(parent_ino, name)?;
+        // As it looks now, with attributes waiting for its content: the journaled move
+        // shows the entry as it holds it until the server has applied it.
+        let source = self.lookup(parent_ino, name)?;
         let new_parent = self.id_of(new_parent_ino);
         let new_name_str = name_of(new_name)?;
         if source.kind == EntryKind::Dir {
@@ -1584,7 +1592,9 @@ impl CubbyFs {
             return Ok(());
         }
         staged.record_pending(&state, false)?;
+        *lock(&staged.committing_attrs) = state.attrs.clone();
         let committed = self.commit_dirty(id, staged, &mut state);
+        *lock(&staged.committing_attrs) = staging::PendingAttrs::default();
         if committed.is_err() {
             staged.file.sync_all()?;
             staged.record_pending(&state, true)?;

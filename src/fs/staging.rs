@@ -200,6 +200,9 @@ pub struct Staged {
     /// When the content last changed (Unix nanoseconds; 0: not since staging), readable
     /// while `state` is held by a commit.
     pub changed_at: std::sync::atomic::AtomicI64,
+    /// The attribute changes a commit in progress is sending, readable while `state` is
+    /// held by it (so the file shows them meanwhile).
+    pub committing_attrs: Mutex<PendingAttrs>,
 }
 
 impl Staged {
@@ -236,6 +239,7 @@ impl Staged {
             path,
             file,
             changed_at: std::sync::atomic::AtomicI64::new(0),
+            committing_attrs: Mutex::default(),
             state: Mutex::new(StagedState {
                 target_id: id,
                 base_version,
@@ -313,6 +317,7 @@ impl Staged {
             path: pending.data,
             file,
             changed_at: std::sync::atomic::AtomicI64::new(0),
+            committing_attrs: Mutex::default(),
             state: Mutex::new(StagedState {
                 target_id: pending.record.target_id,
                 base_version: pending.record.base_version,
