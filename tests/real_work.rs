@@ -294,3 +294,36 @@ fn a_file_saved_by_rename_is_whole_when_opened_and_mapped() {
 fn a_file_saved_by_rename_over_another_is_whole_when_opened_and_mapped() {
     rename_and_map_loop(true);
 }
+
+#[test]
+fn a_file_deleted_while_open_keeps_working_and_nothing_of_it_comes_back() {
+    // docs/SEMANTICS.md, "Deletes": the open handle reads and writes on; nothing
+    // written after the delete is sent (before, it came back as a conflicted copy).
+    if !fuse_available("a_file_deleted_while_open_keeps_working_and_nothing_of_it_comes_back") {
+        return;
+    }
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let setup = setup();
+    let mut mount = mount(&setup);
+    let path = mount.path().join("scratch.db");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(b"before").unwrap();
+    file.sync_all().unwrap();
+    fs::remove_file(&path).unwrap();
+    file.write_all(b" after").unwrap();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    let mut content = String::new();
+    file.read_to_string(&mut content).unwrap();
+    assert_eq!(content, "before after");
+    drop(file);
+    let synced = wait_synced(mount.path(), Duration::from_secs(30));
+    assert_eq!(synced["conflicts"], serde_json::json!([]), "{synced}");
+    mount.restart();
+    assert_eq!(fs::read_dir(mount.path()).unwrap().count(), 0);
+}

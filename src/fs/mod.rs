@@ -748,8 +748,24 @@ impl CubbyFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Entry> {
-        let entry = self.entry(self.id_of(ino))?;
-        Ok(self.with_local_state(entry))
+        let id = self.id_of(ino);
+        match self.entry(id) {
+            Ok(entry) => Ok(self.with_local_state(entry)),
+            Err(FsError::NotFound) => self.deleted_but_open(id).ok_or(FsError::NotFound),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A file deleted here while a handle still has it open: as last seen, with its
+    /// staged copy's size (the kernel asks for attributes before it reads).
+    fn deleted_but_open(&self, id: u64) -> Option<Entry> {
+        let staged = self.staged_copy(id)?;
+        if !staged.lock().unlinked {
+            return None;
+        }
+        let mut entry = self.known_entries.get(&self.journal.canonical(id))?;
+        entry.size = staged.len().ok()?;
+        Some(entry)
     }
 
     pub fn readdir(&self, ino: u64) -> FsResult<(Entry, Arc<Vec<Entry>>)> {
