@@ -12,6 +12,7 @@ command -v git >/dev/null || need+=(git)
 command -v diff >/dev/null || need+=(diffutils)
 command -v tar >/dev/null || need+=(tar)
 command -v rsync >/dev/null || need+=(rsync)
+command -v iptables >/dev/null || need+=(iptables)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -27,6 +27,7 @@
 
 mod error;
 pub mod fuse;
+mod heartbeat;
 mod journal;
 mod overlay;
 mod staging;
@@ -358,12 +359,28 @@ impl CubbyFs {
         self.runtime.block_on(future)
     }
 
-    /// A server request; a transport failure marks the mount offline.
+    /// Runs a request to the server, abandoned (`None`) the moment the mount goes
+    /// offline: a server that stops answering holds no caller for longer than the
+    /// heartbeat takes to notice it (see [`heartbeat`]).
+    fn until_offline<F: std::future::Future>(&self, request: F) -> Option<F::Output> {
+        let mut online = self.sync.watch_online();
+        self.block_on(async move {
+            tokio::select! {
+                biased;
+                output = request => Some(output),
+                _ = online.wait_for(|online| !*online) => None,
+            }
+        })
+    }
+
+    /// A server request; a transport failure marks the mount offline, and going offline
+    /// (the heartbeat found the server silent) abandons it.
     fn call<T>(
         &self,
         request: impl std::future::Future<Output = Result<T, RemoteError>>,
     ) -> FsResult<T> {
-        self.block_on(request)
+        self.until_offline(request)
+            .ok_or(FsError::Offline)?
             .map_err(|error| self.remote_failed(error))
     }
 
@@ -1093,12 +1110,13 @@ impl CubbyFs {
         let target = self.call(self.remote.entry(target))?;
         let manifest = self.call(self.remote.manifest(source.id, None))?;
         let done = self
-            .block_on(transfer::recommit(
+            .until_offline(transfer::recommit(
                 &self.remote,
                 &manifest,
                 &Target::File(target.id),
                 Some(target.version),
             ))
+            .ok_or(FsError::Offline)?
             .map_err(|error| match error {
                 transfer::UploadError::Remote(remote) => self.remote_failed(remote),
                 other => other.into(),
@@ -1435,15 +1453,17 @@ impl CubbyFs {
             .iter()
             .take_while(|c| c.offset < end)
             .collect();
-        let fetched: Vec<Bytes> = self.block_on(try_join_all(needed.iter().map(|chunk| {
-            let chunk = (*chunk).clone();
-            async move {
-                if let Some(data) = self.chunks.get(&chunk.hash) {
-                    return Ok(data);
+        let fetched: Vec<Bytes> = self
+            .until_offline(try_join_all(needed.iter().map(|chunk| {
+                let chunk = (*chunk).clone();
+                async move {
+                    if let Some(data) = self.chunks.get(&chunk.hash) {
+                        return Ok(data);
+                    }
+                    self.fetch_chunk(&chunk.hash, &chunk.url).await
                 }
-                self.fetch_chunk(&chunk.hash, &chunk.url).await
-            }
-        })))?;
+            })))
+            .ok_or(FsError::Offline)??;
         let mut out = Vec::with_capacity((end - offset) as usize);
         for (chunk, data) in needed.iter().zip(&fetched) {
             let from = offset.saturating_sub(chunk.offset) as usize;
@@ -1490,7 +1510,9 @@ impl CubbyFs {
     fn chunk(&self, hash: ContentHash, url: &str) -> FsResult<Bytes> {
         match self.chunks.get(&hash) {
             Some(data) => Ok(data),
-            None => self.block_on(self.fetch_chunk(&hash, url)),
+            None => self
+                .until_offline(self.fetch_chunk(&hash, url))
+                .ok_or(FsError::Offline)?,
         }
     }
 
@@ -1636,18 +1658,23 @@ impl CubbyFs {
                 base => Some(base),
             };
             let committed = match base {
-                Some(base) => match self.block_on(transfer::commit_local(
-                    &self.remote,
-                    &staged.path,
-                    &Target::File(target_id),
-                    Some(base),
-                )) {
+                Some(base) => match self
+                    .until_offline(transfer::commit_local(
+                        &self.remote,
+                        &staged.path,
+                        &Target::File(target_id),
+                        Some(base),
+                    ))
+                    .ok_or(FsError::Offline)?
+                {
                     Ok(report) => Some(report),
                     Err(transfer::UploadError::Remote(error))
-                        if matches!(
-                            error.code(),
-                            Some(ErrorCode::VersionConflict | ErrorCode::NotFound)
-                        ) =>
+                        if error.code() == Some(ErrorCode::VersionConflict) =>
+                    {
+                        self.committed_already(target_id, &staged.path)?
+                    }
+                    Err(transfer::UploadError::Remote(error))
+                        if error.code() == Some(ErrorCode::NotFound) =>
                     {
                         None
                     }
@@ -1742,6 +1769,44 @@ impl CubbyFs {
         }
     }
 
+    /// After a stale-version refusal: the server's current version of file `id`, when
+    /// it already holds exactly `content`. A commit whose answer was lost (the server
+    /// went silent, the connection broke) is found here on its retry, and never
+    /// conflicts with itself.
+    fn committed_already(
+        &self,
+        id: u64,
+        content: &std::path::Path,
+    ) -> FsResult<Option<transfer::UploadReport>> {
+        let current = self.call(self.remote.entry(id))?;
+        let Some(current_hash) = current.hash else {
+            return Ok(None);
+        };
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(std::fs::File::open(content)?)?;
+        if ContentHash::from(hasher.finalize()) != current_hash {
+            return Ok(None);
+        }
+        tracing::info!(
+            file = id,
+            version = current.version,
+            "the server already holds this content (an earlier commit's answer was lost)"
+        );
+        self.remember(&current);
+        Ok(Some(transfer::UploadReport {
+            path: current.name.clone(),
+            file_id: current.id,
+            version: current.version,
+            size: current.size,
+            hash: current_hash,
+            chunks_total: 0,
+            chunks_sent: 0,
+            bytes_sent: 0,
+            bytes_reused: current.size,
+            conflict: None,
+        }))
+    }
+
     /// Commits `content` as a conflicted copy beside file `id` (in the root if `id`
     /// is gone).
     fn keep_conflicted_copy(
@@ -1764,7 +1829,10 @@ impl CubbyFs {
         for attempt in 1..=20 {
             let name = conflicted_name(&name, &self.host, now, attempt);
             let target = Target::Child { parent, name };
-            match self.block_on(transfer::commit_local(&self.remote, content, &target, None)) {
+            let committed = self
+                .until_offline(transfer::commit_local(&self.remote, content, &target, None))
+                .ok_or(FsError::Offline)?;
+            match committed {
                 Ok(report) => {
                     self.forget(report.file_id, Some(parent));
                     return Ok(report);

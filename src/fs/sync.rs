@@ -8,7 +8,7 @@
 //! dropped; content is never dropped: a stale or vanished target gets a conflicted copy.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,7 +40,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(4);
 /// What the mount knows about its connection and its queue.
 #[derive(Debug)]
 pub struct SyncState {
-    online: AtomicBool,
+    /// Whether the server answers; FUSE calls waiting on it give up when it goes false.
+    online: tokio::sync::watch::Sender<bool>,
     uploads: Mutex<VecDeque<u64>>,
     wake: Condvar,
     woken: Mutex<bool>,
@@ -60,7 +61,7 @@ const ECHO_WINDOW: Duration = Duration::from_secs(5);
 impl Default for SyncState {
     fn default() -> Self {
         Self {
-            online: AtomicBool::new(true),
+            online: tokio::sync::watch::Sender::new(true),
             uploads: Mutex::new(VecDeque::new()),
             wake: Condvar::new(),
             woken: Mutex::new(false),
@@ -76,11 +77,16 @@ impl Default for SyncState {
 
 impl SyncState {
     pub fn is_online(&self) -> bool {
-        self.online.load(Ordering::Relaxed)
+        *self.online.borrow()
+    }
+
+    /// Follows the connection state (see [`CubbyFs::until_offline`]).
+    pub fn watch_online(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.online.subscribe()
     }
 
     pub fn went_offline(&self, why: &str) {
-        if self.online.swap(false, Ordering::Relaxed) {
+        if self.online.send_replace(false) {
             tracing::warn!(error = why, "server unreachable: working offline");
         }
         *lock(&self.last_error) = Some(why.to_owned());
@@ -88,7 +94,7 @@ impl SyncState {
     }
 
     fn came_online(&self) {
-        if !self.online.swap(true, Ordering::Relaxed) {
+        if !self.online.send_replace(true) {
             tracing::info!("server reachable again");
         }
     }
@@ -201,6 +207,7 @@ pub fn start(fs: &Arc<CubbyFs>) {
         .spawn(move || run(weak))
         .expect("the sync thread starts");
     fs.runtime.spawn(follow(Arc::downgrade(fs)));
+    fs.runtime.spawn(super::heartbeat::beat(Arc::downgrade(fs)));
 }
 
 /// Follows the server's change feed: every change drops what the mount and the

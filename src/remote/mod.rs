@@ -144,6 +144,18 @@ impl Remote {
             .await
     }
 
+    /// `GET /healthz`: whether the server process answers at all (it needs no
+    /// authentication and touches no store), within `within`.
+    pub async fn alive(&self, within: Duration) -> Result<(), RemoteError> {
+        let response = self
+            .http
+            .get(self.url("/healthz"))
+            .timeout(within)
+            .send()
+            .await?;
+        expect_success(response).await
+    }
+
     /// `POST /auth/login`.
     pub async fn login(
         base: &str,

@@ -118,6 +118,36 @@ impl TestServer {
         }
     }
 
+    /// Freezes the server process (SIGSTOP): its sockets stay open and nothing is
+    /// answered, as with a hung server. Dropping the server still ends it.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let sent = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(sent, "kill {signal} {}", child.id());
+    }
+
+    /// The TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("the server's URL ends with its port")
+    }
+
     /// Starts a stopped server again on the same data directory and address.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "the server is running");

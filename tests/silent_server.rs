@@ -1,0 +1,182 @@
+//! A server that stops answering without closing anything, a hung process (SIGSTOP) or a
+//! partition that drops packets (iptables DROP on its port), holds no file operation for
+//! long: the heartbeat notices it within 2 s and the mount works offline. What was written
+//! meanwhile reaches the server once it answers again.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cubby_testkit::{TestServer, fuse_available, must_run_privileged, random_bytes};
+
+mod common;
+
+use common::*;
+
+/// The longest one command may take against a silent server: the heartbeat's 2 s,
+/// with room for a loaded machine (it took 20 s, the read timeout, before).
+const BOUND: Duration = Duration::from_secs(6);
+
+/// Runs `command` in `dir`, returning whether it succeeded and how long it took.
+fn timed(dir: &Path, command: &str) -> (bool, Duration) {
+    let start = Instant::now();
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .status()
+        .unwrap()
+        .success();
+    (ok, start.elapsed())
+}
+
+/// A way of making the server silent, and of ending it.
+trait Silence {
+    fn begin(&mut self, server: &TestServer);
+    fn end(&mut self, server: &TestServer);
+}
+
+/// The server process is stopped (SIGSTOP), then continued.
+struct Frozen;
+
+impl Silence for Frozen {
+    fn begin(&mut self, server: &TestServer) {
+        server.freeze();
+    }
+    fn end(&mut self, server: &TestServer) {
+        server.thaw();
+    }
+}
+
+/// Packets to the server's port are dropped (an iptables rule on loopback), then let
+/// through again. The rule goes when this is dropped, even when the test fails.
+struct Partitioned {
+    rule: Option<Vec<String>>,
+}
+
+impl Partitioned {
+    fn iptables(action: &str, rule: &[String]) -> bool {
+        Command::new("iptables")
+            .args(["-w", action])
+            .args(rule)
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+}
+
+impl Silence for Partitioned {
+    fn begin(&mut self, server: &TestServer) {
+        let rule: Vec<String> = ["INPUT", "-i", "lo", "-p", "tcp", "--dport"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([server.port().to_string(), "-j".into(), "DROP".into()])
+            .collect();
+        assert!(Self::iptables("-I", &rule), "iptables -I {rule:?}");
+        self.rule = Some(rule);
+    }
+    fn end(&mut self, _server: &TestServer) {
+        if let Some(rule) = self.rule.take() {
+            assert!(Self::iptables("-D", &rule), "iptables -D {rule:?}");
+        }
+    }
+}
+
+impl Drop for Partitioned {
+    fn drop(&mut self) {
+        if let Some(rule) = self.rule.take() {
+            Self::iptables("-D", &rule);
+        }
+    }
+}
+
+/// Writes through the mount while the server is silent, checks that nothing waited
+/// long, and that all of it arrives once the server answers again.
+fn works_through(silence: &mut impl Silence) {
+    let setup = setup();
+    let mount = mount(&setup);
+    let root = mount.path();
+    fs::create_dir(root.join("docs")).unwrap();
+    write_synced(&root.join("docs/known.txt"), "read before the silence\n");
+    assert_eq!(
+        fs::read_to_string(root.join("docs/known.txt")).unwrap(),
+        "read before the silence\n"
+    );
+    let source = tempfile::NamedTempFile::new().unwrap();
+    fs::write(source.path(), random_bytes(5 << 20, 7)).unwrap();
+    wait_synced(root, Duration::from_secs(10));
+    // Every cached entry and listing expires: the next lookup asks the server.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    silence.begin(&setup.server);
+    let copy = format!("cp {} docs/big.bin", source.path().display());
+    let steps = [
+        copy.as_str(),
+        "ls -la docs >/dev/null",
+        "cat docs/known.txt >/dev/null",
+        "mkdir docs/made-while-silent && echo new > docs/made-while-silent/new.txt",
+        "mv docs/known.txt docs/renamed.txt",
+    ];
+    for step in steps {
+        let (ok, took) = timed(root, step);
+        assert!(ok, "`{step}` failed against a silent server");
+        assert!(
+            took < BOUND,
+            "`{step}` took {took:?} against a silent server"
+        );
+    }
+    let offline = status(root);
+    assert_eq!(offline["online"], false, "{offline}");
+    assert!(
+        offline["queue_depth"].as_u64().unwrap() >= 1,
+        "nothing waits for the server: {offline}"
+    );
+
+    silence.end(&setup.server);
+    wait_synced(root, Duration::from_secs(60));
+    // A second mount, with nothing cached, reads what the first wrote while silent.
+    let other = common::mount(&setup);
+    let there = other.path();
+    assert_eq!(
+        hash_file(&there.join("docs/big.bin")),
+        hash_file(source.path())
+    );
+    assert_eq!(
+        fs::read_to_string(there.join("docs/made-while-silent/new.txt")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(
+        fs::read_to_string(there.join("docs/renamed.txt")).unwrap(),
+        "read before the silence\n"
+    );
+    assert!(!there.join("docs/known.txt").exists());
+}
+
+#[test]
+fn a_stopped_server_holds_no_file_operation_for_long() {
+    if fuse_available("a_stopped_server_holds_no_file_operation_for_long") {
+        works_through(&mut Frozen);
+    }
+}
+
+#[test]
+fn a_partition_that_drops_packets_holds_no_file_operation_for_long() {
+    let name = "a_partition_that_drops_packets_holds_no_file_operation_for_long";
+    if !fuse_available(name) {
+        return;
+    }
+    let can = nix::unistd::geteuid().is_root()
+        && Command::new("iptables")
+            .args(["-w", "-L", "INPUT", "-n"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+    if !can {
+        assert!(
+            !must_run_privileged(),
+            "{name}: needs root and iptables (tests/install-deps.sh installs it)"
+        );
+        eprintln!("skipped {name}: needs root and iptables");
+        return;
+    }
+    works_through(&mut Partitioned { rule: None });
+}
