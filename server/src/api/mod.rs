@@ -22,6 +22,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use cubby_proto::ErrorCode;
 use cubby_proto::chunking::MAX_CHUNK;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -29,12 +30,17 @@ use crate::error::ApiError;
 /// Room for the chunk list of the largest file (about 100 bytes of JSON per chunk).
 const BEGIN_BODY_LIMIT: usize = 16 << 20;
 
+/// Requests served at once (the feed's long polls and `/healthz` aside). Each may hold
+/// one of the runtime's 512 blocking threads waiting for the metadata store; bounded
+/// well below that, a burst can never take every thread while the request holding the
+/// metadata lock waits for one (a deadlock).
+const MAX_CONCURRENT_REQUESTS: usize = 256;
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let max_upload = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
     let json_limit = state.config.max_json_bytes;
     Router::new()
-        .route("/healthz", get(auth::healthz))
         .route("/readyz", get(auth::readyz))
         .route("/auth/login", post(auth::login))
         .route(
@@ -76,6 +82,11 @@ pub fn router(state: AppState) -> Router {
         .route("/create", post(tree::create))
         .route("/move", post(tree::rename))
         .route("/delete", post(tree::remove_by_path))
+        // Requests past the limit wait their turn here, holding no thread.
+        .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+        // Outside the limit: liveness must answer while the rest is busy (clients'
+        // heartbeats), and long polls of the feed would hold slots for their whole wait.
+        .route("/healthz", get(auth::healthz))
         .route("/changes", get(changes::changes))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(json_limit))

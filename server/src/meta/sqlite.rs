@@ -1,9 +1,11 @@
 //! The embedded metadata engine: one SQLite file in WAL mode with `synchronous=FULL`,
 //! so a commit that returned is on disk.
 //!
-//! One connection behind a mutex, used from blocking threads (`spawn_blocking`): every
-//! operation is one `BEGIN IMMEDIATE` transaction, so operations are serialised and
-//! each is atomic. The mutex is never held across an `.await`.
+//! One writing connection behind a mutex, used from blocking threads (`spawn_blocking`):
+//! every change is one `BEGIN IMMEDIATE` transaction, so changes are serialised and each
+//! is atomic. The mutex is never held across an `.await`. Reads go to a few read-only
+//! connections of their own (WAL lets them read beside the writer, each transaction a
+//! snapshot of the last commit), so a burst of reads never queues behind a commit.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,47 @@ const DEFAULT_FILE_MODE: u32 = 0o644;
 #[derive(Debug, Clone)]
 pub struct SqliteMetaStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
+}
+
+/// Read-only connections, each used by one read at a time.
+#[derive(Debug)]
+struct Readers {
+    connections: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// Reads served at once; more wait for a connection.
+const READERS: usize = 4;
+
+impl Readers {
+    fn open(path: &Path) -> Result<Self, MetaError> {
+        let connections = (0..READERS)
+            .map(|_| {
+                let conn = Connection::open(path)?;
+                conn.pragma_update(None, "query_only", "ON")?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<_, MetaError>>()?;
+        Ok(Self {
+            connections,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// An idle connection, or (all busy) the next one in turn once it is free.
+    fn take(&self) -> std::sync::MutexGuard<'_, Connection> {
+        let count = self.connections.len();
+        let first = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..count)
+            .find_map(|i| self.connections[(first + i) % count].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.connections[first % count]
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            })
+    }
 }
 
 impl From<rusqlite::Error> for MetaError {
@@ -67,8 +110,10 @@ impl SqliteMetaStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
+        let readers = Readers::open(path)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
         })
     }
 
@@ -92,17 +137,16 @@ impl SqliteMetaStore {
         .map_err(|e| MetaError::Backend(format!("metadata task failed: {e}")))?
     }
 
-    /// Like [`Self::write`], for reads (a deferred transaction, never commits changes).
+    /// Like [`Self::write`], for reads: a deferred transaction on a read-only
+    /// connection (a snapshot of the last commit).
     async fn read<T, F>(&self, f: F) -> Result<T, MetaError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn
-                .lock()
-                .map_err(|_| MetaError::Backend("poisoned".into()))?;
+            let mut conn = readers.take();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
             f(&tx)
         })
