@@ -94,9 +94,9 @@ start_server() {
   echo "starting a local server (data in $server_data)"
   mkdir -p "$server_data"
   : >"$state/server.out"
-  # A local, loopback-only server: tokens last a year so the mount keeps working.
+  # A local, loopback-only server. The mount renews its own login token.
   nohup "$bin/cubby-server" serve --data "$server_data" --listen "$bind" \
-    --token-ttl-secs 31536000 >"$state/server.out" 2>>"$state/server.log" &
+    >"$state/server.out" 2>>"$state/server.log" &
   echo $! >"$state/server.pid"
   for _ in $(seq 100); do
     bound=$(sed -n 's/^cubby-server listening on //p' "$state/server.out")
@@ -128,9 +128,12 @@ if [ ! -f "$config" ]; then
   start_server
   local_login
 elif alive "$state/server.pid" || [ -f "$state/local-password" ]; then
-  # Our own local server: make sure it runs, and log in again if it moved.
+  # Our own local server: make sure it runs, and log in again if it moved (or the
+  # login predates renewable ones).
   start_server
-  grep -q "\"http://$listen\"" "$config" || local_login
+  if ! grep -q "\"http://$listen\"" "$config" || ! grep -q '"refresh_token"' "$config"; then
+    local_login
+  fi
 fi
 
 nohup "$bin/cubby" --config "$config" mount "$dir" >>"$state/mount-$key.log" 2>&1 &

@@ -170,7 +170,11 @@ fn print_json(value: &impl Serialize) -> Result<(), String> {
 
 fn remote_from(config_path: &std::path::Path) -> Result<Remote, String> {
     let config = ClientConfig::load(config_path).map_err(|e| e.to_string())?;
-    Ok(Remote::new(&config.server, &config.token))
+    let remote = Remote::new(&config.server, &config.token);
+    Ok(match &config.refresh_token {
+        Some(refresh) => remote.renewing(refresh, Some(config_path.to_owned())),
+        None => remote,
+    })
 }
 
 fn read_password(from_stdin: bool) -> Result<String, String> {
@@ -204,6 +208,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
                 username: username.clone(),
                 token: login.token,
                 expires_at: login.expires_at,
+                refresh_token: login.refresh_token,
             };
             config.save(&config_path).map_err(|e| e.to_string())?;
             eprintln!("logged in to {} as {username}", config.server);

@@ -1,4 +1,4 @@
-//! The client's configuration: which server, and the token `cubby login` obtained.
+//! The client's configuration: which server, and the tokens `cubby login` obtained.
 //!
 //! Stored as JSON at `$CUBBY_CONFIG` or `~/.config/cubby/config.json`, mode 0600 (it
 //! holds a bearer token), written to a temporary file and renamed into place.
@@ -21,6 +21,10 @@ pub struct ClientConfig {
     pub token: String,
     /// Unix seconds.
     pub expires_at: i64,
+    /// Renews `token` when it expires (see `POST /auth/refresh`); each renewal saves
+    /// the new token here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -30,6 +34,10 @@ impl std::fmt::Debug for ClientConfig {
             .field("username", &self.username)
             .field("token", &"<redacted>")
             .field("expires_at", &self.expires_at)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

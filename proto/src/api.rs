@@ -11,12 +11,17 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-/// Answer to `POST /auth/login`: a bearer token and when it stops working.
+/// Answer to `POST /auth/login` and `POST /auth/refresh`: a bearer token and when it
+/// stops working; from a login, also the refresh token that renews it.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct LoginResponse {
     pub token: String,
     /// Unix seconds.
     pub expires_at: i64,
+    /// A long-lived secret for `POST /auth/refresh` (only from a login; it stays
+    /// valid while it is used within the server's refresh lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 impl std::fmt::Debug for LoginResponse {
@@ -24,6 +29,24 @@ impl std::fmt::Debug for LoginResponse {
         f.debug_struct("LoginResponse")
             .field("token", &"<redacted>")
             .field("expires_at", &self.expires_at)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// `POST /auth/refresh`: a new bearer token for a refresh token.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshRequest")
+            .field("refresh_token", &"<redacted>")
             .finish()
     }
 }

@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub max_json_bytes: usize,
     /// How long a login token is valid. Default: 24 hours.
     pub token_ttl: Duration,
+    /// How long a refresh token stays valid unused (each use moves it on). 90 days.
+    pub refresh_ttl: Duration,
     /// How long a chunked-upload session (and its signed PUT URLs) lives. Default: 24 h.
     pub upload_ttl: Duration,
     /// How long a signed chunk GET URL is valid. Default: 1 hour.
@@ -64,6 +66,7 @@ impl ServerConfig {
             max_upload_bytes: 16 << 30,
             max_json_bytes: 64 << 10,
             token_ttl: Duration::from_secs(24 * 3600),
+            refresh_ttl: Duration::from_secs(90 * 86400),
             upload_ttl: Duration::from_secs(24 * 3600),
             download_url_ttl: Duration::from_secs(3600),
             gc_interval: Duration::from_secs(600),

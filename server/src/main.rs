@@ -38,6 +38,10 @@ enum Command {
         /// Lifetime of login tokens, in seconds.
         #[arg(long, env = "CUBBY_TOKEN_TTL_SECS")]
         token_ttl_secs: Option<u64>,
+        /// Days a login's refresh token stays valid without being used (each renewal
+        /// of the login token moves it on).
+        #[arg(long, env = "CUBBY_REFRESH_DAYS")]
+        refresh_days: Option<f64>,
         /// Lifetime of chunked-upload sessions and their signed URLs, in seconds.
         #[arg(long, env = "CUBBY_UPLOAD_TTL_SECS")]
         upload_ttl_secs: Option<u64>,
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
             blob_dir,
             max_upload_bytes,
             token_ttl_secs,
+            refresh_days,
             upload_ttl_secs,
             gc_interval_secs,
             gc_grace_secs,
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
             };
             config.retention_max_age = days(retention_days, config.retention_max_age);
             config.trash_max_age = days(trash_days, config.trash_max_age);
+            config.refresh_ttl = days(refresh_days, config.refresh_ttl);
             config.changes_max_age = days(changes_days, config.changes_max_age);
             if let Some(max) = retention_max_versions {
                 config.retention_max_versions = max.max(1);

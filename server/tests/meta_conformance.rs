@@ -1042,6 +1042,66 @@ async fn change_feed(store: Arc<dyn MetaStore>) {
     assert!(seen.iter().any(change_of(e, root, "e", None)), "{seen:?}");
 }
 
+async fn login_sessions(store: Arc<dyn MetaStore>) {
+    let alice = store.create_user("alice", "x").await.unwrap();
+    let bob = store.create_user("bob", "x").await.unwrap();
+    let (a, b, stale) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    store
+        .add_session(alice, a, hours_from_now(1))
+        .await
+        .unwrap();
+    store.add_session(bob, b, hours_from_now(1)).await.unwrap();
+    store
+        .add_session(alice, stale, hours_from_now(-1))
+        .await
+        .unwrap();
+    // Each secret renews its own user's session, and moves its expiry on.
+    let now = hours_from_now(0);
+    let renewed = store
+        .renew_session(a, now, hours_from_now(2))
+        .await
+        .unwrap();
+    assert_eq!(renewed.map(|u| u.id), Some(alice));
+    let renewed = store
+        .renew_session(b, now, hours_from_now(2))
+        .await
+        .unwrap();
+    assert_eq!(renewed.map(|u| u.name), Some("bob".to_owned()));
+    let later = hours_from_now(1) + 60_000_000_000;
+    let renewed = store
+        .renew_session(a, later, hours_from_now(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        renewed.map(|u| u.id),
+        Some(alice),
+        "the renewal moved it on"
+    );
+    // An expired secret, or one never issued, renews nothing.
+    assert!(
+        store
+            .renew_session(stale, now, hours_from_now(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .renew_session([9u8; 32], now, hours_from_now(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let past_expiry = hours_from_now(3);
+    assert!(
+        store
+            .renew_session(a, past_expiry, hours_from_now(4))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
@@ -1070,6 +1130,7 @@ macro_rules! conformance {
             conformance!(@case retention_racing_commits);
             conformance!(@case attributes_and_special_entries);
             conformance!(@case change_feed);
+            conformance!(@case login_sessions);
         }
     };
     (@case $name:ident) => {

@@ -1,6 +1,8 @@
 //! The typed HTTP client of the server API. The only module of the client that knows
 //! HTTP: everything above it speaks in wire types and [`RemoteError`].
 
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,7 +52,18 @@ impl RemoteError {
 pub struct Remote {
     http: reqwest::Client,
     base: String,
-    token: String,
+    /// The bearer token, shared by every clone (a renewal serves them all).
+    token: Arc<RwLock<String>>,
+    renewal: Option<Arc<Renewal>>,
+}
+
+/// How a refused token is renewed: the login's refresh token, and the configuration
+/// file the new token is saved to (so the next run starts with it).
+struct Renewal {
+    refresh_token: String,
+    config: Option<PathBuf>,
+    /// One renewal at a time: requests refused together renew once.
+    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -97,6 +110,14 @@ async fn expect_success(response: reqwest::Response) -> Result<(), RemoteError> 
     Err(error_from(status, &response.bytes().await?))
 }
 
+fn authorize(request: &mut reqwest::Request, token: &str) {
+    if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+        request
+            .headers_mut()
+            .insert(reqwest::header::AUTHORIZATION, value);
+    }
+}
+
 fn error_from(status: StatusCode, bytes: &[u8]) -> RemoteError {
     match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(body) => RemoteError::Api { status, body },
@@ -109,26 +130,113 @@ impl Remote {
         Self {
             http: http_client(),
             base: base.trim_end_matches('/').to_owned(),
-            token: token.into(),
+            token: Arc::new(RwLock::new(token.into())),
+            renewal: None,
         }
+    }
+
+    /// The same client, renewing its token with `refresh_token` when the server refuses
+    /// it (expired), and saving the new one in the configuration at `config`.
+    pub fn renewing(mut self, refresh_token: &str, config: Option<PathBuf>) -> Self {
+        self.renewal = Some(Arc::new(Renewal {
+            refresh_token: refresh_token.into(),
+            config,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }));
+        self
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    /// An authenticated request to a path of the API.
+    fn token(&self) -> String {
+        self.token
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// A request to a path of the API (authenticated when sent by [`Self::send`]).
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .bearer_auth(&self.token)
+        self.http.request(method, self.url(path))
+    }
+
+    /// Sends an authenticated request. A refused token (401) is renewed, when this
+    /// client can, and the request sent once more (unless its body was a stream, which
+    /// cannot be sent twice: its caller retries, with the new token).
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RemoteError> {
+        let mut request = request.build()?;
+        let again = request.try_clone();
+        let token = self.token();
+        authorize(&mut request, &token);
+        let response = self.http.execute(request).await?;
+        if response.status() != StatusCode::UNAUTHORIZED || self.renewal.is_none() {
+            return Ok(response);
+        }
+        if !self.renew(&token).await? {
+            return Ok(response);
+        }
+        let Some(mut again) = again else {
+            return Ok(response);
+        };
+        authorize(&mut again, &self.token());
+        Ok(self.http.execute(again).await?)
+    }
+
+    /// Renews the token `refused` (unless another request already did): whether there
+    /// is a new one to try.
+    async fn renew(&self, refused: &str) -> Result<bool, RemoteError> {
+        let Some(renewal) = &self.renewal else {
+            return Ok(false);
+        };
+        let _one = renewal.one_at_a_time.lock().await;
+        if self.token() != refused {
+            return Ok(true);
+        }
+        let request = cubby_proto::api::RefreshRequest {
+            refresh_token: renewal.refresh_token.clone(),
+        };
+        let response = self
+            .http
+            .post(self.url("/auth/refresh"))
+            .json(&request)
+            .send()
+            .await?;
+        let renewed: LoginResponse = match decode(response).await {
+            Ok(renewed) => renewed,
+            Err(error @ RemoteError::Api { .. }) => {
+                tracing::error!(%error, "the login cannot be renewed: run `cubby login` again");
+                return Ok(false);
+            }
+            Err(error) => return Err(error),
+        };
+        *self
+            .token
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = renewed.token.clone();
+        tracing::info!("login token renewed");
+        if let Some(path) = &renewal.config {
+            let saved = crate::config::ClientConfig::load(path).and_then(|mut config| {
+                config.token = renewed.token;
+                config.expires_at = renewed.expires_at;
+                config.save(path)
+            });
+            if let Err(error) = saved {
+                tracing::warn!(%error, "the renewed token could not be saved");
+            }
+        }
+        Ok(true)
     }
 
     async fn call<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, RemoteError> {
-        decode(request.send().await?).await
+        decode(self.send(request).await?).await
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
@@ -418,16 +526,14 @@ impl Remote {
             names: Vec<String>,
         }
         let url = self.xattr_url(id, None)?;
-        let names: Names = self
-            .call(self.http.get(url).bearer_auth(&self.token))
-            .await?;
+        let names: Names = self.call(self.http.get(url)).await?;
         Ok(names.names)
     }
 
     /// `GET /file/{id}/xattrs/{name}`; `None` when the entry has no such attribute.
     pub async fn xattr(&self, id: u64, name: &str) -> Result<Option<Bytes>, RemoteError> {
         let url = self.xattr_url(id, Some(name))?;
-        let response = self.http.get(url).bearer_auth(&self.token).send().await?;
+        let response = self.send(self.http.get(url)).await?;
         let status = response.status();
         let bytes = response.bytes().await?;
         if status.is_success() {
@@ -455,22 +561,14 @@ impl Remote {
         let request = self
             .http
             .put(url)
-            .bearer_auth(&self.token)
             .query(&[("mode", mode)])
             .body(value.to_vec());
-        expect_success(request.send().await?).await
+        expect_success(self.send(request).await?).await
     }
 
     /// `DELETE /file/{id}/xattrs/{name}`.
     pub async fn remove_xattr(&self, id: u64, name: &str) -> Result<(), RemoteError> {
         let url = self.xattr_url(id, Some(name))?;
-        expect_success(
-            self.http
-                .delete(url)
-                .bearer_auth(&self.token)
-                .send()
-                .await?,
-        )
-        .await
+        expect_success(self.send(self.http.delete(url)).await?).await
     }
 }

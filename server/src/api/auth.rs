@@ -1,10 +1,10 @@
-//! Health, readiness and login.
+//! Health, readiness, login and the renewal of login tokens.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use cubby_proto::ErrorCode;
-use cubby_proto::api::{LoginRequest, LoginResponse};
+use cubby_proto::api::{LoginRequest, LoginResponse, RefreshRequest};
 use serde_json::{Value, json};
 
 use super::ApiJson;
@@ -12,6 +12,7 @@ use crate::AppState;
 use crate::auth::{hash_password, verify_password};
 use crate::error::ApiError;
 use crate::meta::UserId;
+use crate::meta::sqlite::now_ns;
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> Json<Value> {
@@ -62,8 +63,55 @@ pub async fn login(
         }
     };
     let (token, expires_at) = state.keys.issue(&user).map_err(ApiError::internal)?;
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(ApiError::internal)?;
+    let refresh_token = hex::encode(secret);
+    state
+        .meta
+        .add_session(
+            user.id,
+            *blake3::hash(refresh_token.as_bytes()).as_bytes(),
+            refresh_expiry(&state),
+        )
+        .await?;
     tracing::info!(user = %user.name, "login");
-    Ok(Json(LoginResponse { token, expires_at }))
+    Ok(Json(LoginResponse {
+        token,
+        expires_at,
+        refresh_token: Some(refresh_token),
+    }))
+}
+
+/// When a session used now expires (Unix nanoseconds).
+fn refresh_expiry(state: &AppState) -> i64 {
+    now_ns().saturating_add(state.config.refresh_ttl.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+/// `POST /auth/refresh`: a new login token for a login's refresh token, while that is
+/// valid (each use moves its expiry on).
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<RefreshRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let hash = *blake3::hash(request.refresh_token.as_bytes()).as_bytes();
+    let user = state
+        .meta
+        .renew_session(hash, now_ns(), refresh_expiry(&state))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::InvalidCredentials,
+                "unknown or expired refresh token: log in again",
+            )
+        })?;
+    let (token, expires_at) = state.keys.issue(&user).map_err(ApiError::internal)?;
+    tracing::debug!(user = %user.name, "token renewed");
+    Ok(Json(LoginResponse {
+        token,
+        expires_at,
+        refresh_token: None,
+    }))
 }
 
 /// A hash to verify against when the user does not exist.

@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/readyz", get(auth::readyz))
         .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
         .route(
             "/upload",
             post(files::upload).layer(DefaultBodyLimit::max(max_upload)),

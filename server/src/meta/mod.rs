@@ -231,6 +231,23 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// The user of that name, if any.
     async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, MetaError>;
 
+    /// Records a login session: the hash of its secret, valid until `expires_ns`.
+    async fn add_session(
+        &self,
+        user: UserId,
+        secret_hash: [u8; 32],
+        expires_ns: i64,
+    ) -> Result<(), MetaError>;
+
+    /// The user of the session whose secret hashes to `secret_hash`, if it is still valid
+    /// at `now_ns`; its expiry moves on to `expires_ns`.
+    async fn renew_session(
+        &self,
+        secret_hash: [u8; 32],
+        now_ns: i64,
+        expires_ns: i64,
+    ) -> Result<Option<UserRecord>, MetaError>;
+
     /// Whether the user exists (tokens of deleted users stop working).
     async fn user_exists(&self, user: UserId) -> Result<bool, MetaError>;
 

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_history.sql"),
     include_str!("migrations/0004_xattrs.sql"),
     include_str!("migrations/0005_changes.sql"),
+    include_str!("migrations/0006_sessions.sql"),
 ];
 
 const ENTRY_COLUMNS: &str =
@@ -608,6 +609,65 @@ impl MetaStore for SqliteMetaStore {
                 .query_row(
                     "SELECT id, name, password_hash FROM users WHERE name = ?1",
                     params![name],
+                    |r| {
+                        Ok(UserRecord {
+                            id: UserId(r.get(0)?),
+                            name: r.get(1)?,
+                            password_hash: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn add_session(
+        &self,
+        user: UserId,
+        secret_hash: [u8; 32],
+        expires_ns: i64,
+    ) -> Result<(), MetaError> {
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM sessions WHERE user_id = ?1 AND expires_ns <= ?2",
+                params![user.0, now_ns()],
+            )?;
+            tx.execute(
+                "INSERT INTO sessions (secret_hash, user_id, created_ns, expires_ns)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![&secret_hash[..], user.0, now_ns(), expires_ns],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn renew_session(
+        &self,
+        secret_hash: [u8; 32],
+        now_ns: i64,
+        expires_ns: i64,
+    ) -> Result<Option<UserRecord>, MetaError> {
+        self.write(move |tx| {
+            let user: Option<i64> = tx
+                .query_row(
+                    "SELECT user_id FROM sessions WHERE secret_hash = ?1 AND expires_ns > ?2",
+                    params![&secret_hash[..], now_ns],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(user) = user else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE sessions SET expires_ns = ?2 WHERE secret_hash = ?1",
+                params![&secret_hash[..], expires_ns],
+            )?;
+            Ok(tx
+                .query_row(
+                    "SELECT id, name, password_hash FROM users WHERE id = ?1",
+                    params![user],
                     |r| {
                         Ok(UserRecord {
                             id: UserId(r.get(0)?),
