@@ -41,6 +41,10 @@ pub enum FsError {
     /// The server cannot be reached and the local state cannot answer.
     #[error("the server is unreachable")]
     Offline,
+    /// The server answered but cannot take the request for now (an internal error, out
+    /// of storage): what waits locally is kept and sent later. Never a local ENOSPC.
+    #[error("the server cannot take this for now: {0}")]
+    Unavailable(String),
 }
 
 impl FsError {
@@ -61,7 +65,7 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::NoAttribute => libc::ENODATA,
             FsError::AccessDenied => libc::EACCES,
-            FsError::Io(_) | FsError::Offline => libc::EIO,
+            FsError::Io(_) | FsError::Offline | FsError::Unavailable(_) => libc::EIO,
         }
     }
 }
@@ -84,14 +88,17 @@ impl From<RemoteError> for FsError {
             ErrorCode::Unauthorized | ErrorCode::InvalidCredentials | ErrorCode::Forbidden => {
                 FsError::AccessDenied
             }
-            ErrorCode::InsufficientStorage => FsError::NoSpace,
             ErrorCode::PayloadTooLarge => FsError::TooLarge,
+            // The server's disk is full: not this machine's (an application seeing
+            // ENOSPC would free local space for nothing).
+            ErrorCode::InsufficientStorage | ErrorCode::Internal | ErrorCode::Unavailable => {
+                tracing::warn!(%error, "the server cannot take a request for now");
+                FsError::Unavailable(error.to_string())
+            }
             ErrorCode::VersionConflict
             | ErrorCode::ChunksMissing
             | ErrorCode::HashMismatch
-            | ErrorCode::RangeNotSatisfiable
-            | ErrorCode::Internal
-            | ErrorCode::Unavailable => {
+            | ErrorCode::RangeNotSatisfiable => {
                 tracing::warn!(%error, "server refused a request");
                 FsError::Io(error.to_string())
             }

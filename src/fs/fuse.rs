@@ -190,7 +190,10 @@ impl FuseAdapter {
 }
 
 fn errno(error: &FsError) -> Errno {
-    if matches!(error, FsError::Io(_) | FsError::Offline) {
+    if matches!(
+        error,
+        FsError::Io(_) | FsError::Offline | FsError::Unavailable(_)
+    ) {
         tracing::warn!(%error, "request failed");
     }
     Errno::from_i32(error.errno())

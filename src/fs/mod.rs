@@ -52,7 +52,7 @@ pub use error::FsError;
 use staging::Staged;
 
 use crate::cache::chunks::ChunkCache;
-use crate::conflict::{conflicted_name, host_name};
+use crate::conflict::{conflicted_names, host_name};
 use crate::remote::{Remote, RemoteError};
 use crate::transfer::{self, Target};
 
@@ -1067,7 +1067,8 @@ impl CubbyFs {
                     self.forget(source_id, Some(new_parent));
                     return Ok(());
                 }
-                Err(FsError::Offline) => {}
+                // Journaled instead, for the sync worker.
+                Err(FsError::Offline | FsError::Unavailable(_)) => {}
                 Err(error) => return Err(error),
             }
         }
@@ -1542,8 +1543,9 @@ impl CubbyFs {
         self.fsync_namespace()?;
         match &*self.handle(fh)? {
             Handle::Writer { id, staged } => match self.commit_staged(*id, staged) {
-                // Durable in the staging area; the sync worker sends it when it can.
-                Err(FsError::Offline) => {
+                // Durable in the staging area (a failed commit makes it so before it
+                // returns); the sync worker sends it when it can.
+                Err(FsError::Offline | FsError::Unavailable(_)) => {
                     self.sync.queue_upload(self.journal.canonical(*id));
                     Ok(())
                 }
@@ -1826,8 +1828,7 @@ impl CubbyFs {
             Err(error) => return Err(error),
         };
         let now = SystemTime::now();
-        for attempt in 1..=20 {
-            let name = conflicted_name(&name, &self.host, now, attempt);
+        for name in conflicted_names(&name, &self.host, now) {
             let target = Target::Child { parent, name };
             let committed = self
                 .until_offline(transfer::commit_local(&self.remote, content, &target, None))

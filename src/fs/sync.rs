@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::Op;
 use super::{CubbyFs, FsError, FsResult, lock};
-use crate::conflict::conflicted_name;
+use crate::conflict::{ATTEMPTS, conflicted_name};
 
 /// What a replayed change did to the server's state, for the caches.
 enum Applied {
@@ -583,7 +583,7 @@ impl CubbyFs {
             let replace = replace && attempt == 0;
             match self.call(self.remote.move_to(id, parent, &candidate, replace)) {
                 Ok(moved) => return Ok(moved),
-                Err(FsError::Exists | FsError::NotEmpty) if attempt < 20 => attempt += 1,
+                Err(FsError::Exists | FsError::NotEmpty) if attempt < ATTEMPTS => attempt += 1,
                 Err(error) => return Err(error),
             }
         }
@@ -617,7 +617,7 @@ impl CubbyFs {
                     }
                     attempt += 1;
                 }
-                Err(FsError::Exists) if attempt < 20 => attempt += 1,
+                Err(FsError::Exists) if attempt < ATTEMPTS => attempt += 1,
                 Err(FsError::NotFound) if parent != self.root_id => {
                     parent = self.root_id;
                     attempt = attempt.max(1);

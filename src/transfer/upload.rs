@@ -21,7 +21,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::PARALLEL_CHUNKS;
-use crate::conflict::{conflicted_name, host_name};
+use crate::conflict::{conflicted_names, host_name};
 use crate::progress::Progress;
 use crate::remote::{Remote, RemoteError};
 
@@ -193,8 +193,8 @@ async fn keep_conflicted_copy(
         .ok_or_else(|| UploadError::RemoteIsDirectory("/".into()))?;
     let host = host_name();
     let now = SystemTime::now();
-    for attempt in 1..=20 {
-        let copy_name: Name = conflicted_name(name.as_str(), &host, now, attempt)
+    for copy_name in conflicted_names(name.as_str(), &host, now) {
+        let copy_name: Name = copy_name
             .parse()
             .map_err(|e| RemoteError::Protocol(format!("conflicted copy name: {e}")))?;
         let copy = parent.join(copy_name);

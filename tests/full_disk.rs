@@ -1,0 +1,118 @@
+//! Full disks lose nothing. The server's disk filling up is not this machine's: an
+//! `fsync` keeps the data durably in the staging area and succeeds, and the sync worker
+//! sends it once the server has room again.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cubby_testkit::{Mount, TestServer, cubby_login, fuse_available, must_run_privileged};
+
+mod common;
+
+use common::*;
+
+/// A small tmpfs, unmounted when dropped (even when the test fails).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts one of `mib` MiB, or `None` when this user cannot mount (not root).
+    fn mount(mib: u32, test: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = nix::unistd::geteuid().is_root()
+            && Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|status| status.success());
+        if !mounted {
+            assert!(!must_run_privileged(), "{test}: cannot mount a tmpfs");
+            eprintln!("skipped {test}: mounting a tmpfs needs root");
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills what is left with one file, which is returned.
+    fn fill(&self) -> std::path::PathBuf {
+        let filler = self.path().join("filler");
+        let status = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k", "status=none"])
+            .arg(format!("of={}", filler.display()))
+            .status()
+            .unwrap();
+        assert!(!status.success(), "dd ends with ENOSPC");
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn an_fsync_while_the_servers_disk_is_full_succeeds_and_the_data_arrives_later() {
+    let name = "an_fsync_while_the_servers_disk_is_full_succeeds_and_the_data_arrives_later";
+    if !fuse_available(name) {
+        return;
+    }
+    let Some(blobs) = Tmpfs::mount(16, name) else {
+        return;
+    };
+    let blob_dir = blobs.path().join("blobs");
+    let server = TestServer::start_with(&["--blob-dir", blob_dir.to_str().unwrap()]);
+    server.add_user("alice");
+    let configs = tempfile::tempdir().unwrap();
+    let config = cubby_login(Path::new(CUBBY), &server, "alice", configs.path());
+    let mount = Mount::start(Path::new(CUBBY), &config);
+    let root = mount.path();
+    write_synced(&root.join("before.txt"), "while there was room\n");
+
+    let filler = blobs.fill();
+    let data = cubby_testkit::random_bytes(3 << 20, 11);
+    // fsync succeeds: the bytes are durable here, and the server's full disk is not
+    // this machine's (no ENOSPC, no EIO).
+    write_synced(&root.join("while-full.bin"), &data);
+    write_synced(&root.join("small.txt"), "a small one too\n");
+    let waiting = status(root);
+    assert_eq!(waiting["online"], true, "{waiting}");
+    assert!(
+        waiting["pending_upload_count"].as_u64().unwrap() >= 1,
+        "{waiting}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the status names the full disk",
+        || {
+            status(root)["last_error"]
+                .as_str()
+                .is_some_and(|error| error.contains("full"))
+        },
+    );
+
+    fs::remove_file(filler).unwrap();
+    wait_synced(root, Duration::from_secs(60));
+    let other = Mount::start(Path::new(CUBBY), &config);
+    let there = other.path();
+    assert_eq!(
+        hash_file(&there.join("while-full.bin")),
+        cubby_proto::ContentHash::of(&data)
+    );
+    assert_eq!(
+        fs::read_to_string(there.join("small.txt")).unwrap(),
+        "a small one too\n"
+    );
+    assert_eq!(
+        fs::read_to_string(there.join("before.txt")).unwrap(),
+        "while there was room\n"
+    );
+}
