@@ -75,6 +75,16 @@ async fn ages_for_collection(store: Arc<dyn BlobStore>) {
             .unwrap()
             .contains(&hash)
     );
+    // Collection re-checks the age at deletion: a blob put after the cutoff stays.
+    assert!(!store.delete_if_older_than(hash, between).await.unwrap());
+    assert_eq!(store.get(hash).await.unwrap(), Bytes::from_static(b"aging"));
+    let after = SystemTime::now() + Duration::from_secs(5);
+    assert!(store.delete_if_older_than(hash, after).await.unwrap());
+    assert!(!store.contains(hash).await.unwrap());
+    assert!(
+        store.delete_if_older_than(hash, after).await.unwrap(),
+        "absent is gone"
+    );
 }
 
 macro_rules! conformance {

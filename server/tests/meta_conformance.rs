@@ -163,7 +163,7 @@ async fn collection_spares_referenced_chunks(store: Arc<dyn MetaStore>) {
         let log = Arc::clone(&deleted);
         let delete = Box::new(move || {
             log.lock().unwrap().push(hash);
-            Ok(())
+            Ok(true)
         });
         let collected = store.collect_chunk(hash, delete).await.unwrap();
         let expected = data == b"dead" || data == b"never-referenced";
@@ -180,9 +180,20 @@ async fn collection_spares_referenced_chunks(store: Arc<dyn MetaStore>) {
         .await
         .unwrap();
     let spared = store
-        .collect_chunk(ContentHash::of(b"gone"), Box::new(|| Ok(())))
+        .collect_chunk(ContentHash::of(b"gone"), Box::new(|| Ok(true)))
         .await;
     assert!(!spared.unwrap());
+    // A blob the store finds young again (put since the pass listed it) is not
+    // collected, though nothing refers to it.
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let young = ContentHash::of(b"young-again");
+    let was_asked = Arc::clone(&asked);
+    let keep = Box::new(move || {
+        was_asked.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(false)
+    });
+    assert!(!store.collect_chunk(young, keep).await.unwrap());
+    assert!(asked.load(std::sync::atomic::Ordering::Relaxed));
     // A failed delete is an error, not a success.
     let failing = Box::new(|| Err("disk on fire".to_owned()));
     assert!(

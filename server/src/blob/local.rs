@@ -166,6 +166,28 @@ impl BlobStore for LocalBlobStore {
         .await
     }
 
+    async fn delete_if_older_than(
+        &self,
+        hash: ContentHash,
+        cutoff: SystemTime,
+    ) -> Result<bool, BlobError> {
+        let path = self.blob_path(&hash);
+        blocking(move || {
+            match fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(modified) if modified >= cutoff => return Ok(false),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(true),
+                Err(e) => return Err(BlobError::Io(e)),
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+                Err(e) => Err(BlobError::Io(e)),
+            }
+        })
+        .await
+    }
+
     async fn delete(&self, hash: ContentHash) -> Result<(), BlobError> {
         let path = self.blob_path(&hash);
         blocking(move || match fs::remove_file(&path) {

@@ -55,6 +55,16 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
     /// Removes blob `hash`; removing an absent blob is not an error.
     async fn delete(&self, hash: ContentHash) -> Result<(), BlobError>;
 
+    /// Removes blob `hash` only if it was last put before `cutoff`: whether it is gone
+    /// (absent counts as gone). Collection decides on a listing made at the start of
+    /// its pass; a chunk put again since (a one-shot upload re-sending it before any
+    /// metadata names it) is young again and stays.
+    async fn delete_if_older_than(
+        &self,
+        hash: ContentHash,
+        cutoff: SystemTime,
+    ) -> Result<bool, BlobError>;
+
     /// Blobs last put before `cutoff` (a put of an existing blob counts as a put):
     /// the candidates for garbage collection.
     async fn list_older_than(&self, cutoff: SystemTime) -> Result<Vec<ContentHash>, BlobError>;

@@ -432,11 +432,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     async fn expire_uploads(&self, now_ns: i64) -> Result<u64, MetaError>;
 
     /// Deletes chunk `hash` if nothing refers to it (no version, no live upload session):
-    /// forgets it in every user's held set and calls `delete` (which removes the blob)
-    /// inside the same transaction. Returns whether it was deleted.
+    /// forgets it in every user's held set and calls `delete` (which removes the blob,
+    /// unless it says it is young again: then nothing changes) inside the same
+    /// transaction. Returns whether it was deleted.
     async fn collect_chunk(
         &self,
         hash: ContentHash,
-        delete: Box<dyn FnOnce() -> Result<(), String> + Send>,
+        delete: Box<dyn FnOnce() -> Result<bool, String> + Send>,
     ) -> Result<bool, MetaError>;
 }

@@ -821,7 +821,7 @@ impl MetaStore for SqliteMetaStore {
     async fn collect_chunk(
         &self,
         hash: ContentHash,
-        delete: Box<dyn FnOnce() -> Result<(), String> + Send>,
+        delete: Box<dyn FnOnce() -> Result<bool, String> + Send>,
     ) -> Result<bool, MetaError> {
         self.write(move |tx| {
             let referenced = tx.query_row(
@@ -835,12 +835,18 @@ impl MetaStore for SqliteMetaStore {
             if referenced {
                 return Ok(false);
             }
+            // Undone (to the savepoint) when the blob turns out young again.
+            tx.execute_batch("SAVEPOINT collect")?;
             tx.execute(
                 "DELETE FROM user_chunks WHERE hash = ?1",
                 params![hash.as_bytes()],
             )?;
-            delete().map_err(MetaError::Backend)?;
-            Ok(true)
+            let deleted = delete().map_err(MetaError::Backend)?;
+            if !deleted {
+                tx.execute_batch("ROLLBACK TO collect")?;
+            }
+            tx.execute_batch("RELEASE collect")?;
+            Ok(deleted)
         })
         .await
     }

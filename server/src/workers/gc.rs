@@ -4,7 +4,8 @@
 //! transaction that also performs the deletion:
 //! - no version of any file (deleted files included) lists it;
 //! - no live upload session lists it;
-//! - it was last written (or re-put) longer ago than the grace period.
+//! - it was last written (or re-put) longer ago than the grace period, checked again
+//!   at its deletion (the pass's listing is older: a chunk put again since stays).
 //!
 //! Commits check, in their own transaction, that their chunks are present; the two
 //! transactions are serialised, so a commit never refers to a chunk being deleted. The
@@ -65,7 +66,7 @@ pub async fn run_once(state: &AppState) -> Result<GcReport, String> {
         let runtime = runtime.clone();
         let delete = Box::new(move || {
             runtime
-                .block_on(blobs.delete(hash))
+                .block_on(blobs.delete_if_older_than(hash, cutoff))
                 .map_err(|e| e.to_string())
         });
         if state
