@@ -525,6 +525,7 @@ impl CubbyFs {
         }
         match self.call(self.remote.entry(id)) {
             Ok(entry) => {
+                let entry = lock(&self.overlay).with_times(entry);
                 self.remember(&entry);
                 Ok(entry)
             }
@@ -601,7 +602,7 @@ impl CubbyFs {
         if let Overlaid::Untouched = overlaid
             && let Some(entry) = self.entries.get(&id)
         {
-            return Ok(entry);
+            return Ok(lock(&self.overlay).with_times(entry));
         }
         self.fetch_entry(id)
     }

@@ -30,15 +30,56 @@ pub struct Overlay {
     removed: HashMap<u64, usize>,
     /// The ids in `entries` by parent, so a listing costs its own size.
     by_parent: HashMap<u64, BTreeSet<u64>>,
+    /// Directories whose times a pending operation set (a change inside them, or their
+    /// own attributes): the times they show until that operation is applied, with the
+    /// count of operations applied when they were set. The server's answer to an
+    /// earlier operation never shows older times meanwhile (rsync took such a time
+    /// for its own, skipped its last touch-up, and the server kept the later change's).
+    touched: HashMap<u64, Touched>,
+    /// Operations laid over, and retired, since the start: both happen in journal
+    /// order, so an operation is retired when `retired` reaches its count.
+    applied: u64,
+    retired: u64,
+}
+
+/// A directory's times as pending operations leave them.
+#[derive(Debug, Clone, Copy)]
+struct Touched {
+    mtime_ns: i64,
+    ctime_ns: i64,
+    /// `Overlay::applied` when they were set: they hold until that many are retired.
+    until: u64,
 }
 
 impl Overlay {
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.removed.is_empty()
+        self.entries.is_empty() && self.removed.is_empty() && self.touched.is_empty()
+    }
+
+    /// `entry` with the times pending operations gave it (directories only).
+    pub fn with_times(&self, mut entry: Entry) -> Entry {
+        if let Some(touched) = self.touched.get(&entry.id) {
+            entry.mtime_ns = touched.mtime_ns;
+            entry.ctime_ns = touched.ctime_ns;
+        }
+        entry
     }
 
     /// Lays a newly journaled operation over the view; `canon` maps ids to the server's.
     pub fn apply(&mut self, op: &Op, canon: impl Fn(u64) -> u64) {
+        self.applied += 1;
+        if let Op::SetAttrs { entry, .. } = op
+            && entry.kind == cubby_proto::api::EntryKind::Dir
+        {
+            self.touched.insert(
+                canon(entry.id),
+                Touched {
+                    mtime_ns: entry.mtime_ns,
+                    ctime_ns: entry.ctime_ns,
+                    until: self.applied,
+                },
+            );
+        }
         match op {
             Op::Create { entry, .. } | Op::Mkdir { entry } | Op::SetAttrs { entry, .. } => {
                 self.put(entry, &canon)
@@ -81,6 +122,11 @@ impl Overlay {
 
     /// The server applied `op`: it no longer needs laying over.
     pub fn retire(&mut self, op: &Op, canon: impl Fn(u64) -> u64) {
+        self.retired += 1;
+        let retired = self.retired;
+        if !self.touched.is_empty() {
+            self.touched.retain(|_, touched| touched.until > retired);
+        }
         fn release<T>(map: &mut HashMap<u64, T>, id: u64, count: impl Fn(&mut T) -> &mut usize) {
             if let Some(slot) = map.get_mut(&id) {
                 let n = count(slot);
@@ -115,12 +161,21 @@ impl Overlay {
         }
     }
 
-    /// A directory's content changed at `time` (its entry, if held here, shows it).
+    /// A directory's content changed at `time`, by the operation laid over last: it
+    /// shows that time until the operation is retired.
     pub fn touch(&mut self, id: u64, time: i64) {
         if let Some((entry, _)) = self.entries.get_mut(&id) {
             entry.mtime_ns = time;
             entry.ctime_ns = time;
         }
+        self.touched.insert(
+            id,
+            Touched {
+                mtime_ns: time,
+                ctime_ns: time,
+                until: self.applied,
+            },
+        );
     }
 
     /// The server created local entry `local` as `server`.
@@ -135,6 +190,9 @@ impl Overlay {
         }
         if let Some(count) = self.removed.remove(&local) {
             self.removed.insert(server, count);
+        }
+        if let Some(touched) = self.touched.remove(&local) {
+            self.touched.insert(server, touched);
         }
         let children = self.by_parent.remove(&local).unwrap_or_default();
         for child in &children {
@@ -164,7 +222,7 @@ impl Overlay {
         let mut out: Vec<Entry> = server
             .iter()
             .filter(|e| !self.removed.contains_key(&e.id) && !self.entries.contains_key(&e.id))
-            .cloned()
+            .map(|e| self.with_times(e.clone()))
             .collect();
         out.extend(
             self.by_parent
@@ -228,6 +286,40 @@ mod tests {
         }
         assert!(overlay.is_empty());
         assert_eq!(overlay.get(50), Overlaid::Untouched);
+    }
+
+    #[test]
+    fn a_directory_shows_the_times_of_its_last_pending_change() {
+        let same = |id| id;
+        let mut overlay = Overlay::default();
+        let dir = |mtime: i64| {
+            let mut dir = super::super::journal::test_entry(5, 1, "d", EntryKind::Dir);
+            dir.mtime_ns = mtime;
+            dir.ctime_ns = mtime;
+            dir
+        };
+        // rsync: the directory's own times first, then a file created inside it.
+        let times = Op::SetAttrs {
+            entry: dir(100),
+            attrs: Default::default(),
+        };
+        overlay.apply(&times, same);
+        let create = Op::Create {
+            entry: entry(101, 5, "f"),
+            uid: None,
+            gid: None,
+        };
+        overlay.apply(&create, same);
+        overlay.touch(5, 200);
+        // The server's answer to the first change (time 100) shows the second's time.
+        overlay.retire(&times, same);
+        assert_eq!(overlay.with_times(dir(100)).mtime_ns, 200);
+        assert_eq!(names(&overlay.children(1, &[dir(100)])), ["d"]);
+        assert_eq!(overlay.children(1, &[dir(100)])[0].mtime_ns, 200);
+        // Once everything is applied, the server's times are the times.
+        overlay.retire(&create, same);
+        assert_eq!(overlay.with_times(dir(300)).mtime_ns, 300);
+        assert!(overlay.is_empty());
     }
 
     #[test]

@@ -349,7 +349,7 @@ impl CubbyFs {
             {
                 // Listings show the change before the overlay stops showing it.
                 let mut overlay = lock(&self.overlay);
-                self.note_applied(applied);
+                self.note_applied(&overlay, applied);
                 self.journal.done(seq);
                 overlay.retire(&op, |id| self.journal.canonical(id));
             }
@@ -359,9 +359,11 @@ impl CubbyFs {
     }
 
     /// Brings cached server state up to date with a change the server applied.
-    fn note_applied(&self, applied: Applied) {
+    fn note_applied(&self, overlay: &super::overlay::Overlay, applied: Applied) {
         match applied {
             Applied::Placed { entry, from } => {
+                // A directory keeps the times that changes still waiting gave it.
+                let entry = overlay.with_times(entry);
                 if from.is_some() && from != entry.parent_id {
                     self.known_gone(entry.id, from);
                 }
