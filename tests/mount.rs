@@ -684,9 +684,10 @@ fn another_mount_sees_a_change_within_two_seconds() {
 }
 
 #[test]
-fn offline_a_deleted_file_sends_nothing_and_unjournaled_changes_fail_with_eio() {
-    if !fuse_available("offline_a_deleted_file_sends_nothing_and_unjournaled_changes_fail_with_eio")
-    {
+fn offline_a_deleted_file_sends_nothing_symlinks_are_journaled_and_special_files_fail_with_eio() {
+    if !fuse_available(
+        "offline_a_deleted_file_sends_nothing_symlinks_are_journaled_and_special_files_fail_with_eio",
+    ) {
         return;
     }
     let mut setup = setup();
@@ -704,14 +705,20 @@ fn offline_a_deleted_file_sends_nothing_and_unjournaled_changes_fail_with_eio() 
         0,
         "{offline}"
     );
-    // Not journaled: a symlink fails at once.
-    let link = Command::new("ln")
-        .args(["-s", "t", "link"])
+    // Not journaled: a special file fails at once.
+    let fifo = Command::new("mkfifo")
+        .arg("fifo")
         .current_dir(root)
         .output()
         .unwrap();
-    assert!(!link.status.success());
-    assert!(String::from_utf8_lossy(&link.stderr).contains("Input/output error"));
+    assert!(!fifo.status.success());
+    assert!(String::from_utf8_lossy(&fifo.stderr).contains("Input/output error"));
+    // Journaled: a symlink, shown at once.
+    sh(root, "ln -s synced.txt link");
+    assert_eq!(
+        fs::read_link(root.join("link")).unwrap(),
+        Path::new("synced.txt")
+    );
     // Journaled: the mode of a synced file, shown at once.
     fs::set_permissions(
         root.join("synced.txt"),
@@ -740,8 +747,13 @@ fn offline_a_deleted_file_sends_nothing_and_unjournaled_changes_fail_with_eio() 
     let fresh = Mount::start(Path::new(CUBBY), &setup.config);
     let names = sh(fresh.path(), "ls -A | tr '\\n' ' '");
     assert_eq!(
-        names, "new.txt synced.txt ",
+        names, "link new.txt synced.txt ",
         "no copy of the deleted file came back"
+    );
+    assert_eq!(
+        fs::read_link(fresh.path().join("link")).unwrap(),
+        Path::new("synced.txt"),
+        "the journaled symlink reached the server"
     );
     assert_eq!(
         fs::metadata(fresh.path().join("new.txt")).unwrap().mode() & 0o777,

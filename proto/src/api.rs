@@ -178,6 +178,10 @@ pub struct SymlinkRequest {
     #[serde(default)]
     pub name: Option<String>,
     pub target: String,
+    /// When the link was made (Unix nanoseconds, the client's clock): its times, if not
+    /// ahead of the server's clock (as for `CreateRequest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ns: Option<i64>,
 }
 
 /// `POST /move`: rename or move one entry; its id stays the same.

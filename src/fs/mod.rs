@@ -169,6 +169,9 @@ pub struct CubbyFs {
     committed_versions: Cache<u64, u64>,
 }
 
+/// The longest symlink target the server keeps, in bytes (PATH_MAX less its NUL).
+const SYMLINK_MAX: usize = 4095;
+
 /// Subdirectories of one listing fetched ahead, at most, and by how many threads.
 const PREFETCH_MAX: usize = 64;
 const PREFETCH_THREADS: usize = 4;
@@ -812,9 +815,9 @@ impl CubbyFs {
     // (online, within milliseconds). `fsync` and `fsyncdir` wait for the replay (or,
     // offline, make the journal durable locally). See docs/decisions.md.
 
-    /// Operations the journal does not carry (symlinks, special files, attributes,
-    /// extended attributes) wait until it is replayed, so the server knows every entry
-    /// they name and they land in order; offline they fail (EIO).
+    /// Operations the journal does not carry (special files, extended attributes) wait
+    /// until it is replayed, so the server knows every entry they name and they land in
+    /// order; offline they fail (EIO).
     fn settle_journal(&self) -> FsResult<()> {
         if self.journal.is_empty() {
             return Ok(());
@@ -897,6 +900,8 @@ impl CubbyFs {
         Ok(entry)
     }
 
+    /// A symbolic link: journaled like a new file (an `Op::Create` of a symlink entry),
+    /// so it costs no round trip and waits for nothing.
     pub fn symlink(
         &self,
         parent_ino: u64,
@@ -904,11 +909,24 @@ impl CubbyFs {
         target: &str,
         owner: Owner,
     ) -> FsResult<Entry> {
-        self.settle_journal()?;
+        if target.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        if target.len() > SYMLINK_MAX {
+            return Err(FsError::NameTooLong);
+        }
         let parent = self.id_of(parent_ino);
-        let entry = self.call(self.remote.symlink_in(parent, name_of(name)?, target))?;
-        let entry = self.label_created(entry, owner)?;
-        self.created(&entry);
+        let name = name_of(name)?;
+        let (uid, gid) = self.owner_labels(owner);
+        let mut entry = self.local_entry(parent, name, EntryKind::Symlink, 0o777, owner)?;
+        entry.size = target.len() as u64;
+        entry.target = Some(target.to_owned());
+        self.journal_op(Op::Create {
+            entry: entry.clone(),
+            uid,
+            gid,
+        })?;
+        self.touch_dir(Some(parent), entry.ctime_ns);
         Ok(entry)
     }
 
@@ -1371,12 +1389,10 @@ impl CubbyFs {
         let name = name_of(name)?;
         let (uid, gid) = self.owner_labels(owner);
         let mut entry = self.local_entry(parent, name, EntryKind::File, mode, owner)?;
-        self.journal_op(Op::Create {
-            entry: entry.clone(),
-            uid,
-            gid,
-        })?;
-        self.touch_dir(Some(parent), entry.ctime_ns);
+        // Staged before it is journaled: the replay of the create (on the sync worker,
+        // at once) re-keys the staged copy to the server's id, so it must find it there.
+        // Staged after, it stayed under the local id, where no upload or open looked
+        // for it: the content never left, and the next open saw the empty file.
         let staged = Arc::new(Staged::create(
             &self.config.staging_dir,
             entry.id,
@@ -1384,6 +1400,16 @@ impl CubbyFs {
             &self.spares,
         )?);
         lock(&self.staged).insert(entry.id, Arc::clone(&staged));
+        if let Err(error) = self.journal_op(Op::Create {
+            entry: entry.clone(),
+            uid,
+            gid,
+        }) {
+            lock(&self.staged).remove(&entry.id);
+            staged.discard(&self.spares);
+            return Err(error);
+        }
+        self.touch_dir(Some(parent), entry.ctime_ns);
         let fh = self.new_handle(Handle::Writer {
             id: entry.id,
             staged,

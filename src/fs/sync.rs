@@ -434,6 +434,32 @@ impl CubbyFs {
             {
                 Ok(Applied::Unknown)
             }
+            Op::Create { entry, uid, gid } if entry.kind == EntryKind::Symlink => {
+                let parent = canon(entry.parent_id.ok_or(FsError::Invalid)?);
+                let target = entry.target.as_deref().ok_or(FsError::Invalid)?;
+                let link = |parent: u64, name: &str| {
+                    let made = Some(entry.ctime_ns);
+                    self.call(self.remote.symlink_in(parent, name, target, made))
+                };
+                let adopt = |existing: &Entry| {
+                    existing.kind == EntryKind::Symlink
+                        && existing.target.as_deref() == Some(target)
+                };
+                let mut created = self.create_or_place(parent, &entry.name, link, adopt)?;
+                if uid.is_some() || gid.is_some() {
+                    let attrs = AttrsRequest {
+                        uid: *uid,
+                        gid: *gid,
+                        ..AttrsRequest::default()
+                    };
+                    created = self.call(self.remote.set_attrs(created.id, &attrs))?;
+                }
+                self.resolved(entry.id, &created)?;
+                Ok(Applied::Placed {
+                    entry: created,
+                    from: None,
+                })
+            }
             Op::Create { entry, uid, gid } => {
                 let parent = canon(entry.parent_id.ok_or(FsError::Invalid)?);
                 let create = |parent: u64, name: &str| {

@@ -466,14 +466,23 @@ impl Remote {
     }
 
     /// `POST /symlink` by parent id and name.
+    /// `POST /symlink` in directory `parent`; `time_ns`, when given, is when the link
+    /// was made (a journaled one is sent later).
     pub async fn symlink_in(
         &self,
         parent: u64,
         name: &str,
         target: &str,
+        time_ns: Option<i64>,
     ) -> Result<Entry, RemoteError> {
-        let body = serde_json::json!({"parent_id": parent, "name": name, "target": target});
-        self.post_json("/symlink", &body).await
+        let request = cubby_proto::api::SymlinkRequest {
+            path: None,
+            parent_id: Some(parent),
+            name: Some(name.to_owned()),
+            target: target.to_owned(),
+            time_ns,
+        };
+        self.post_json("/symlink", &request).await
     }
 
     /// `POST /mknod`.

@@ -105,6 +105,25 @@ pub async fn symlink(
         ));
     }
     let entry = state.meta.symlink(user.id, &place, &request.target).await?;
+    // A link made earlier (journaled, or offline) keeps the time it was made.
+    let entry = match request
+        .time_ns
+        .map(|time| time.min(crate::meta::sqlite::now_ns()))
+    {
+        Some(made) => {
+            let times = crate::meta::AttrChange {
+                mtime_ns: Some(made),
+                atime_ns: Some(made),
+                ctime_ns: Some(made),
+                ..crate::meta::AttrChange::default()
+            };
+            state
+                .meta
+                .set_attrs(user.id, EntryId(entry.id), times)
+                .await?
+        }
+        None => entry,
+    };
     Ok((StatusCode::CREATED, Json(entry)))
 }
 
