@@ -42,6 +42,17 @@ const ENTRY_COLUMNS: &str =
 
 const DEFAULT_FILE_MODE: u32 = 0o644;
 
+/// The columns [`user_record`] reads, in its order.
+const USER_COLUMNS: &str = "id, name, password_hash";
+
+fn user_record(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: UserId(row.get(0)?),
+        name: row.get(1)?,
+        password_hash: row.get(2)?,
+    })
+}
+
 /// The SQLite [`MetaStore`].
 #[derive(Debug, Clone)]
 pub struct SqliteMetaStore {
@@ -607,15 +618,9 @@ impl MetaStore for SqliteMetaStore {
         self.read(move |tx| {
             Ok(tx
                 .query_row(
-                    "SELECT id, name, password_hash FROM users WHERE name = ?1",
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
                     params![name],
-                    |r| {
-                        Ok(UserRecord {
-                            id: UserId(r.get(0)?),
-                            name: r.get(1)?,
-                            password_hash: r.get(2)?,
-                        })
-                    },
+                    user_record,
                 )
                 .optional()?)
         })
@@ -666,15 +671,9 @@ impl MetaStore for SqliteMetaStore {
             )?;
             Ok(tx
                 .query_row(
-                    "SELECT id, name, password_hash FROM users WHERE id = ?1",
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
                     params![user],
-                    |r| {
-                        Ok(UserRecord {
-                            id: UserId(r.get(0)?),
-                            name: r.get(1)?,
-                            password_hash: r.get(2)?,
-                        })
-                    },
+                    user_record,
                 )
                 .optional()?)
         })
