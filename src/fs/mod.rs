@@ -528,12 +528,22 @@ impl CubbyFs {
         }
         match self.call(self.remote.entry(id)) {
             Ok(entry) => {
-                let entry = lock(&self.overlay).with_times(entry);
+                let entry = self.with_pending_times(entry);
                 self.remember(&entry);
                 Ok(entry)
             }
             Err(FsError::Offline) => self.known_entries.get(&id).ok_or(FsError::Offline),
             Err(error) => Err(error),
+        }
+    }
+
+    /// A directory with the times its pending changes gave it (only directories have
+    /// such times: a file's entry skips the overlay's lock).
+    fn with_pending_times(&self, entry: Entry) -> Entry {
+        if entry.kind == EntryKind::Dir {
+            lock(&self.overlay).with_times(entry)
+        } else {
+            entry
         }
     }
 
@@ -605,7 +615,7 @@ impl CubbyFs {
         if let Overlaid::Untouched = overlaid
             && let Some(entry) = self.entries.get(&id)
         {
-            return Ok(lock(&self.overlay).with_times(entry));
+            return Ok(self.with_pending_times(entry));
         }
         self.fetch_entry(id)
     }
