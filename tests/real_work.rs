@@ -319,3 +319,61 @@ fn a_file_deleted_while_open_keeps_working_and_nothing_of_it_comes_back() {
     mount.restart();
     assert_eq!(fs::read_dir(mount.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn every_committed_version_is_a_state_the_file_had_at_a_close() {
+    // Before: a commit read the staged file while the next write went on, and committed
+    // a mix of two closes (a version that never existed).
+    if !fuse_available("every_committed_version_is_a_state_the_file_had_at_a_close") {
+        return;
+    }
+    use std::io::Write;
+    let setup = setup();
+    let mount = mount(&setup);
+    // One file sent in one request, one of several chunks' worth.
+    let sizes = [("small.bin", 192 * 1024), ("large.bin", 3 << 20)];
+    const CLOSES: u8 = 40;
+    std::thread::scope(|scope| {
+        for (name, size) in sizes {
+            let path = mount.path().join(name);
+            scope.spawn(move || {
+                for k in 1..=CLOSES {
+                    // Rewritten in place, piece by piece, so a commit that reads while
+                    // a write goes on sees two closes at once.
+                    let mut file = fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&path)
+                        .unwrap();
+                    let piece = vec![k; 16 * 1024];
+                    for _ in 0..size / piece.len() {
+                        file.write_all(&piece).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    wait_synced(mount.path(), Duration::from_secs(120));
+    for (name, size) in sizes {
+        let closes: Vec<ContentHash> = (1..=CLOSES)
+            .map(|k| ContentHash::of(&vec![k; size]))
+            .collect();
+        let listed = cli_json(&setup, &["versions", &format!("/{name}"), "--json"]);
+        let versions = listed["versions"].as_array().unwrap();
+        assert!(versions.len() >= 2, "{name}: {listed}");
+        for version in versions {
+            let hash: ContentHash = version["hash"].as_str().unwrap().parse().unwrap();
+            let empty = version["size"] == 0;
+            assert!(
+                empty || closes.contains(&hash),
+                "{name}: version {version} is no state the file had at a close"
+            );
+        }
+        assert_eq!(
+            hash_file(&mount.path().join(name)),
+            *closes.last().unwrap(),
+            "{name}: the last close is current"
+        );
+    }
+}

@@ -45,6 +45,10 @@ pub enum FsError {
     /// of storage): what waits locally is kept and sent later. Never a local ENOSPC.
     #[error("the server cannot take this for now: {0}")]
     Unavailable(String),
+    /// A write changed a file while a commit read it: that read is not sent (see
+    /// `writeback`). Never reaches the kernel.
+    #[error("the file changed while it was read for a commit")]
+    Overtaken,
 }
 
 impl FsError {
@@ -65,7 +69,9 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::NoAttribute => libc::ENODATA,
             FsError::AccessDenied => libc::EACCES,
-            FsError::Io(_) | FsError::Offline | FsError::Unavailable(_) => libc::EIO,
+            FsError::Io(_) | FsError::Offline | FsError::Unavailable(_) | FsError::Overtaken => {
+                libc::EIO
+            }
         }
     }
 }
@@ -110,6 +116,7 @@ impl From<UploadError> for FsError {
     fn from(error: UploadError) -> Self {
         match error {
             UploadError::Remote(remote) => remote.into(),
+            UploadError::ChangedDuringUpload(_) => FsError::Overtaken,
             other => {
                 tracing::warn!(error = %other, "upload failed");
                 FsError::Io(other.to_string())

@@ -20,10 +20,8 @@
 //!
 //! ## Writes
 //! The first writer of a file gets a staging file (see [`staging`]) holding its whole
-//! content; every handle of that file reads and writes it. `close` (FUSE flush) and
-//! `fsync` commit it with the version it was based on and return only once the server
-//! committed. A 409 keeps the local bytes as `NAME (conflicted copy HOST DATE).EXT`
-//! beside the winner, and later writes through the same handles go to that copy.
+//! content; every handle of that file reads and writes it. `close` (FUSE flush) queues
+//! it for the sync worker; `fsync` commits it at once (see [`writeback`]).
 
 mod error;
 pub mod fuse;
@@ -32,6 +30,7 @@ mod journal;
 mod overlay;
 mod staging;
 pub mod sync;
+mod writeback;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -42,17 +41,18 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use cubby_proto::api::{AttrsRequest, Entry, EntryKind, FileManifest};
-use cubby_proto::{ContentHash, ErrorCode, chunking};
+use cubby_proto::{ContentHash, chunking};
 use futures_util::future::try_join_all;
 use journal::{Journal, Op, is_local};
 use moka::sync::Cache;
 use overlay::{Overlaid, Overlay};
+use writeback::CommitPoint;
 
 pub use error::FsError;
 use staging::Staged;
 
 use crate::cache::chunks::ChunkCache;
-use crate::conflict::{conflicted_names, host_name};
+use crate::conflict::host_name;
 use crate::remote::{Remote, RemoteError};
 use crate::transfer::{self, Target};
 
@@ -729,24 +729,7 @@ impl CubbyFs {
         let Some(staged) = self.staged_copy(entry.id) else {
             return entry;
         };
-        let state = match staged.state.try_lock() {
-            Ok(state) => state,
-            // Being committed (which can take a while for a big file): the content's
-            // size is known without waiting; its times show once the commit is done.
-            Err(std::sync::TryLockError::WouldBlock) => {
-                if let Ok(len) = staged.len() {
-                    entry.size = len;
-                }
-                let changed = staged.changed_at.load(Ordering::Relaxed);
-                if changed > entry.ctime_ns {
-                    entry.mtime_ns = changed;
-                    entry.ctime_ns = changed;
-                }
-                let attrs = lock(&staged.committing_attrs).clone();
-                return with_attrs(entry, &attrs);
-            }
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-        };
+        let state = staged.lock();
         if !state.pending() {
             let committed = state.base_version;
             drop(state);
@@ -1131,10 +1114,10 @@ impl CubbyFs {
     fn save_over(&self, source: u64, target: u64) -> FsResult<()> {
         // The target's own waiting content came first: it becomes a version of its own.
         if let Some(staged) = self.staged_copy(target) {
-            self.commit_staged(target, &staged)?;
+            self.commit_staged(target, &staged, CommitPoint::Now)?;
         }
         if let Some(staged) = self.staged_copy(source) {
-            self.commit_staged(source, &staged)?;
+            self.commit_staged(source, &staged, CommitPoint::Now)?;
         }
         let source = self.call(self.remote.entry(source))?;
         let target = self.call(self.remote.entry(target))?;
@@ -1195,17 +1178,12 @@ impl CubbyFs {
         }
         let any =
             mode.is_some() || mtime.is_some() || atime.is_some() || uid.is_some() || gid.is_some();
-        // A file whose content waits for upload takes its attributes along. One being
-        // uploaded now is not waited for: the change is journaled, and its replay waits
-        // for the upload so it lands after it.
+        // A file whose content waits for upload (or is being uploaded) takes its
+        // attributes along: the commit sends them, or the next one does.
         let staged = self.staged_copy(entry.id);
         if any && let Some(staged) = staged {
-            let mut guard = match staged.state.try_lock() {
-                Ok(state) => Some(state),
-                Err(std::sync::TryLockError::WouldBlock) => None,
-                Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-            };
-            if let Some(state) = guard.as_mut().filter(|state| state.pending()) {
+            let mut state = staged.lock();
+            if state.pending() {
                 let attrs = &mut state.attrs;
                 attrs.mode = mode.map(|m| m & 0o7777).or(attrs.mode);
                 attrs.uid = uid.or(attrs.uid);
@@ -1216,9 +1194,9 @@ impl CubbyFs {
                 // With a writer's handle open, its close records them (tar's fchown and
                 // fchmod come before its close).
                 if !self.open_for_writing(&staged) {
-                    staged.record_pending(state, false)?;
+                    staged.record_pending(&state, false)?;
                 }
-                drop(guard);
+                drop(state);
                 return self.getattr(ino);
             }
         }
@@ -1579,15 +1557,17 @@ impl CubbyFs {
         // The server learns of the file (and of every earlier namespace change) first.
         self.fsync_namespace()?;
         match &*self.handle(fh)? {
-            Handle::Writer { id, staged } => match self.commit_staged(*id, staged) {
-                // Durable in the staging area (a failed commit makes it so before it
-                // returns); the sync worker sends it when it can.
-                Err(FsError::Offline | FsError::Unavailable(_)) => {
-                    self.sync.queue_upload(self.journal.canonical(*id));
-                    Ok(())
+            Handle::Writer { id, staged } => {
+                match self.commit_staged(*id, staged, CommitPoint::Now) {
+                    // Durable in the staging area (a failed commit makes it so before it
+                    // returns); the sync worker sends it when it can.
+                    Err(FsError::Offline | FsError::Unavailable(_)) => {
+                        self.sync.queue_upload(self.journal.canonical(*id));
+                        Ok(())
+                    }
+                    other => other,
                 }
-                other => other,
-            },
+            }
             Handle::Reader { .. } => Ok(()),
         }
     }
@@ -1621,170 +1601,6 @@ impl CubbyFs {
         result
     }
 
-    /// A writer closed: changes wait for upload, recorded so a restart sends them.
-    fn closed(&self, id: u64, staged: &Staged) -> FsResult<()> {
-        let state = staged.lock();
-        if !state.pending() {
-            return Ok(());
-        }
-        staged.record_pending(&state, false)?;
-        drop(state);
-        self.sync.queue_upload(self.journal.canonical(id));
-        Ok(())
-    }
-
-    /// Drops a staged copy nobody has open and nothing needs committing.
-    fn unstage_if_idle(&self, id: u64) {
-        let id = self.journal.canonical(id);
-        let mut map = lock(&self.staged);
-        if let Some(staged) = map.get(&id)
-            && Arc::strong_count(staged) == 1
-            && !staged.lock().pending()
-        {
-            staged.discard(&self.spares);
-            map.remove(&id);
-        }
-    }
-
-    /// Uploads the staged changes of file `id`, if any (the sync worker's step).
-    fn upload(&self, id: u64) -> FsResult<()> {
-        let id = self.journal.canonical(id);
-        let Some(staged) = self.staged_copy(id) else {
-            return Ok(());
-        };
-        let result = self.commit_staged(id, &staged);
-        drop(staged);
-        self.unstage_if_idle(id);
-        result
-    }
-
-    /// Commits a staged file if it has changes, waiting for the server. Once the server
-    /// has committed, the content is durable there; if it could not, the content and
-    /// its pending record are made durable here before the error returns, so a failure
-    /// loses nothing. On a stale base the bytes are kept as a conflicted copy, and
-    /// later commits go there.
-    fn commit_staged(&self, id: u64, staged: &Staged) -> FsResult<()> {
-        let mut state = staged.lock();
-        if !state.pending() {
-            return Ok(());
-        }
-        staged.record_pending(&state, false)?;
-        *lock(&staged.committing_attrs) = state.attrs.clone();
-        let committed = self.commit_dirty(id, staged, &mut state);
-        *lock(&staged.committing_attrs) = staging::PendingAttrs::default();
-        if committed.is_err() {
-            staged.file.sync_all()?;
-            staged.record_pending(&state, true)?;
-        }
-        committed
-    }
-
-    fn commit_dirty(
-        &self,
-        id: u64,
-        staged: &Staged,
-        state: &mut staging::StagedState,
-    ) -> FsResult<()> {
-        let target_id = self.journal.canonical(state.target_id);
-        if is_local(target_id) {
-            // Its creation is still journaled: the sync worker replays that first.
-            return Err(FsError::Offline);
-        }
-        state.target_id = target_id;
-        if state.dirty {
-            let base = match state.base_version {
-                0 => self.created_base(target_id)?,
-                base => Some(base),
-            };
-            let committed = match base {
-                Some(base) => match self
-                    .until_offline(transfer::commit_local(
-                        &self.remote,
-                        &staged.path,
-                        &Target::File(target_id),
-                        Some(base),
-                    ))
-                    .ok_or(FsError::Offline)?
-                {
-                    Ok(report) => Some(report),
-                    Err(transfer::UploadError::Remote(error))
-                        if error.code() == Some(ErrorCode::VersionConflict) =>
-                    {
-                        self.committed_already(target_id, &staged.path)?
-                    }
-                    Err(transfer::UploadError::Remote(error))
-                        if error.code() == Some(ErrorCode::NotFound) =>
-                    {
-                        None
-                    }
-                    Err(transfer::UploadError::Remote(error)) => {
-                        return Err(self.remote_failed(error));
-                    }
-                    Err(error) => return Err(error.into()),
-                },
-                None => None,
-            };
-            let report = match committed {
-                Some(report) => report,
-                None => {
-                    let copy = self.keep_conflicted_copy(target_id, &staged.path)?;
-                    tracing::warn!(
-                        file = target_id,
-                        copy = copy.file_id,
-                        "conflict: kept a conflicted copy"
-                    );
-                    self.sync.conflict(target_id, copy.file_id);
-                    state.target_id = copy.file_id;
-                    copy
-                }
-            };
-            state.base_version = report.version;
-            self.committed_versions
-                .insert(report.file_id, report.version);
-            self.cache_small_content(staged, &report);
-            state.dirty = false;
-            let modified = state.modified_ns.take();
-            let parent = self.entries.get(&report.file_id).and_then(|e| e.parent_id);
-            self.forget(report.file_id, parent);
-            lock(&self.cached_version).insert(id, report.version);
-            // What offline reads go by (the server's own times come with the next fetch).
-            if let Some(mut known) = self.known_entries.get(&report.file_id) {
-                known.size = report.size;
-                known.version = report.version;
-                known.hash = Some(report.hash);
-                known.mtime_ns = modified.unwrap_or(known.mtime_ns);
-                // The file's attributes answer offline (its kernel attributes are
-                // never cached, so a listed copy's size does not matter).
-                self.known_entries.insert(known.id, known);
-            }
-        }
-        if !state.attrs.is_empty() {
-            let pending = &state.attrs;
-            let attrs = AttrsRequest {
-                mode: pending.mode,
-                uid: pending.uid,
-                gid: pending.gid,
-                mtime_ns: pending.mtime_ns,
-                atime_ns: pending.atime_ns,
-            };
-            let updated = self.call(self.remote.set_attrs(state.target_id, &attrs))?;
-            state.attrs = staging::PendingAttrs::default();
-            self.placed(&updated);
-        }
-        staged.clear_pending();
-        Ok(())
-    }
-
-    /// The base for the first commit to a file created here: its empty first version,
-    /// unless someone else wrote it meanwhile (`None`: a conflict).
-    fn created_base(&self, id: u64) -> FsResult<Option<u64>> {
-        match self.call(self.remote.entry(id)) {
-            Ok(entry) => Ok((entry.size == 0 && entry.version <= 1).then_some(entry.version)),
-            Err(FsError::NotFound) => Ok(None),
-            Err(error) => Err(error),
-        }
-    }
-
     /// The hash of `entry`'s content when it is one chunk (so the chunk's hash is the
     /// content's), for an entry as the server has it, not as journaled changes left it.
     fn single_chunk(&self, entry: &Entry) -> Option<ContentHash> {
@@ -1792,99 +1608,6 @@ impl CubbyFs {
         entry
             .hash
             .filter(|_| one_chunk && matches!(self.overlaid(entry.id).1, Overlaid::Untouched))
-    }
-
-    /// Content of at most one chunk that was just committed joins the chunk cache, so
-    /// reading it back (on this mount, later, or offline) asks the server for nothing.
-    /// Only if the staged bytes still hash to what the server committed.
-    fn cache_small_content(&self, staged: &Staged, report: &transfer::UploadReport) {
-        if report.size == 0 || report.size > u64::from(chunking::MIN_CHUNK) {
-            return;
-        }
-        if let Ok(data) = staged.read_at(0, report.size as usize)
-            && ContentHash::of(&data) == report.hash
-        {
-            self.chunks.put(&report.hash, &Bytes::from(data));
-        }
-    }
-
-    /// After a stale-version refusal: the server's current version of file `id`, when
-    /// it already holds exactly `content`. A commit whose answer was lost (the server
-    /// went silent, the connection broke) is found here on its retry, and never
-    /// conflicts with itself.
-    fn committed_already(
-        &self,
-        id: u64,
-        content: &std::path::Path,
-    ) -> FsResult<Option<transfer::UploadReport>> {
-        let current = self.call(self.remote.entry(id))?;
-        let Some(current_hash) = current.hash else {
-            return Ok(None);
-        };
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(std::fs::File::open(content)?)?;
-        if ContentHash::from(hasher.finalize()) != current_hash {
-            return Ok(None);
-        }
-        tracing::info!(
-            file = id,
-            version = current.version,
-            "the server already holds this content (an earlier commit's answer was lost)"
-        );
-        self.remember(&current);
-        Ok(Some(transfer::UploadReport {
-            path: current.name.clone(),
-            file_id: current.id,
-            version: current.version,
-            size: current.size,
-            hash: current_hash,
-            chunks_total: 0,
-            chunks_sent: 0,
-            bytes_sent: 0,
-            bytes_reused: current.size,
-            conflict: None,
-        }))
-    }
-
-    /// Commits `content` as a conflicted copy beside file `id` (in the root if `id`
-    /// is gone).
-    fn keep_conflicted_copy(
-        &self,
-        id: u64,
-        content: &std::path::Path,
-    ) -> FsResult<transfer::UploadReport> {
-        let (parent, name) = match self.call(self.remote.entry(id)) {
-            Ok(current) => (current.parent_id.ok_or(FsError::Invalid)?, current.name),
-            Err(FsError::NotFound) => {
-                let name = self
-                    .known_entries
-                    .get(&id)
-                    .map_or_else(|| format!("recovered-{id}"), |e| e.name);
-                (self.root_id, name)
-            }
-            Err(error) => return Err(error),
-        };
-        let now = SystemTime::now();
-        for name in conflicted_names(&name, &self.host, now) {
-            let target = Target::Child { parent, name };
-            let committed = self
-                .until_offline(transfer::commit_local(&self.remote, content, &target, None))
-                .ok_or(FsError::Offline)?;
-            match committed {
-                Ok(report) => {
-                    self.forget(report.file_id, Some(parent));
-                    return Ok(report);
-                }
-                Err(transfer::UploadError::Remote(error))
-                    if matches!(
-                        error.code(),
-                        Some(ErrorCode::VersionConflict | ErrorCode::AlreadyExists)
-                    ) => {}
-                Err(transfer::UploadError::Remote(error)) => return Err(self.remote_failed(error)),
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(FsError::Io("no free name for a conflicted copy".into()))
     }
 
     // ---- extended attributes ----

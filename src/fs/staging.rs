@@ -8,14 +8,23 @@
 //! file, fsynced, renamed) says it must reach the server; the record goes once the
 //! server has committed. When a mount starts, every pending record is committed again
 //! (a stale base becomes a conflicted copy) and staging files without a record, clean
-//! copies of a daemon that stopped, are removed. Lock order: the map of staged files, then one file's state;
-//! neither is held while waiting on the network except a file's own state during its
-//! commit, which serialises commits of that file.
+//! copies of a daemon that stopped, are removed. Lock order: the map of staged files,
+//! then a file's commit lock, then its state; only the commit lock is held while
+//! waiting on the network (it serialises commits of one file).
+//!
+//! A commit sends a state the file had at a close or an fsync, never a mix of two: each
+//! write counts a generation inside a shared write gate, and a commit reads the file,
+//! then checks (holding the gate alone for an instant, so no write is half done) that
+//! no write came meanwhile. If one did, the read is thrown away, the bytes already sent
+//! are kept as chunks, and the commit waits for the next close (or, for an fsync, reads
+//! again, and in the end commits a copy taken under the gate). Writers never wait for
+//! the network: only for the instant of that check, or a local copy.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 /// What a staged file is based on, and whether it has changes to commit.
 #[derive(Debug)]
@@ -36,6 +45,8 @@ pub struct StagedState {
     /// nothing of it is ever sent (a write-back after the delete, such as SQLite's
     /// `-shm` pages at close, would come back as a conflicted copy).
     pub unlinked: bool,
+    /// The content's generation at the last close or fsync: the state a commit sends.
+    pub closed_generation: u64,
 }
 
 /// Attribute changes (`chmod`, `chown`, `utimensat`) waiting for a staged file's
@@ -64,6 +75,25 @@ impl PendingAttrs {
             && self.gid.is_none()
             && self.mtime_ns.is_none()
             && self.atime_ns.is_none()
+    }
+}
+
+impl PendingAttrs {
+    /// Drops the changes that `sent` carried to the server, keeping any made since.
+    pub fn sent(&mut self, sent: &PendingAttrs) {
+        fn clear<T: PartialEq>(field: &mut Option<T>, sent: &Option<T>) {
+            if field == sent {
+                *field = None;
+            }
+        }
+        clear(&mut self.mode, &sent.mode);
+        clear(&mut self.uid, &sent.uid);
+        clear(&mut self.gid, &sent.gid);
+        clear(&mut self.mtime_ns, &sent.mtime_ns);
+        clear(&mut self.atime_ns, &sent.atime_ns);
+        if self.is_empty() {
+            self.changed_ns = None;
+        }
     }
 }
 
@@ -197,12 +227,26 @@ pub struct Staged {
     pub path: PathBuf,
     pub file: File,
     pub state: Mutex<StagedState>,
-    /// When the content last changed (Unix nanoseconds; 0: not since staging), readable
-    /// while `state` is held by a commit.
-    pub changed_at: std::sync::atomic::AtomicI64,
-    /// The attribute changes a commit in progress is sending, readable while `state` is
-    /// held by it (so the file shows them meanwhile).
-    pub committing_attrs: Mutex<PendingAttrs>,
+    /// Held by one commit at a time, for as long as it takes.
+    pub committing: Mutex<()>,
+    /// Writes hold it shared; a commit holds it alone for an instant (see the module
+    /// docs).
+    gate: RwLock<()>,
+    /// Counts the writes and truncations of the content.
+    generation: AtomicU64,
+}
+
+/// A staged file's content as it was at one generation, copied aside for a commit.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub path: PathBuf,
+    pub generation: u64,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Staged {
@@ -238,8 +282,9 @@ impl Staged {
         Ok(Self {
             path,
             file,
-            changed_at: std::sync::atomic::AtomicI64::new(0),
-            committing_attrs: Mutex::default(),
+            committing: Mutex::default(),
+            gate: RwLock::default(),
+            generation: AtomicU64::new(0),
             state: Mutex::new(StagedState {
                 target_id: id,
                 base_version,
@@ -247,6 +292,7 @@ impl Staged {
                 modified_ns: None,
                 attrs: PendingAttrs::default(),
                 unlinked: false,
+                closed_generation: 0,
             }),
         })
     }
@@ -276,15 +322,48 @@ impl Staged {
     }
 
     pub fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
         self.file.write_all_at(data, offset)?;
         self.changed();
         Ok(())
     }
 
     pub fn truncate(&self, size: u64) -> std::io::Result<()> {
+        let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
         self.file.set_len(size)?;
         self.changed();
         Ok(())
+    }
+
+    /// The content's generation now; writes under way may still move it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The content's generation with no write under way: if it equals what
+    /// [`generation`](Self::generation) said before a read of the file, that read saw
+    /// one state of it.
+    pub fn settled_generation(&self) -> u64 {
+        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        self.generation()
+    }
+
+    /// The current content is the one to send (a close or an fsync).
+    pub fn mark_closed(&self, state: &mut StagedState) {
+        state.closed_generation = self.generation();
+    }
+
+    /// A copy of the content as it is now, taken while no write goes on.
+    pub fn snapshot(&self) -> std::io::Result<Snapshot> {
+        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".snapshot");
+        let path = PathBuf::from(name);
+        std::fs::copy(&self.path, &path)?;
+        Ok(Snapshot {
+            path,
+            generation: self.generation(),
+        })
     }
 
     /// Marks the content changed now.
@@ -292,8 +371,7 @@ impl Staged {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
-        self.changed_at
-            .store(now, std::sync::atomic::Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let mut state = self.lock();
         state.dirty = true;
         state.modified_ns = Some(now);
@@ -316,8 +394,9 @@ impl Staged {
         Ok(Self {
             path: pending.data,
             file,
-            changed_at: std::sync::atomic::AtomicI64::new(0),
-            committing_attrs: Mutex::default(),
+            committing: Mutex::default(),
+            gate: RwLock::default(),
+            generation: AtomicU64::new(0),
             state: Mutex::new(StagedState {
                 target_id: pending.record.target_id,
                 base_version: pending.record.base_version,
@@ -325,6 +404,8 @@ impl Staged {
                 modified_ns: None,
                 attrs: pending.record.attrs,
                 unlinked: false,
+                // What a crash left is the state to send.
+                closed_generation: 0,
             }),
         })
     }

@@ -551,11 +551,11 @@ impl CubbyFs {
             }
             Op::SetAttrs { entry, attrs } => {
                 let id = canon(entry.id);
-                // After an upload of the same file that is under way.
                 let staged = self.staged_copy(id);
                 let mut uploaded = staged.as_ref().map(|staged| staged.lock());
-                // Content still waiting would be committed after this, with the commit's
-                // time: the change rides with it instead, as one made now would.
+                // Content still waiting (or being sent) would be committed after this,
+                // with the commit's time: the change rides with it instead, as one made
+                // now would.
                 if let (Some(staged), Some(state)) = (&staged, uploaded.as_mut())
                     && state.dirty
                     && state.pending()

@@ -227,13 +227,18 @@ async fn keep_conflicted_copy(
 }
 
 /// Uploads `local` to `target` based on `base_version`, once: a stale base is an error
-/// (`RemoteError` with code `version_conflict`) for the caller to handle.
+/// (`RemoteError` with code `version_conflict`) for the caller to handle. `unchanged`
+/// says, once the file has been read, whether it held one state throughout the read: a
+/// file written meanwhile is refused with [`UploadError::ChangedDuringUpload`] before
+/// anything is committed (chunks already sent stay on the server for the next try).
 pub async fn commit_local(
     remote: &Remote,
     local: &Path,
     target: &Target,
     base_version: Option<u64>,
+    unchanged: &(dyn Fn() -> bool + Sync),
 ) -> Result<UploadReport, UploadError> {
+    let overtaken = || UploadError::ChangedDuringUpload(local.to_owned());
     // A file of at most one chunk goes in one request instead of three.
     if let Target::File(id) = target {
         let local_error = |source| UploadError::Local {
@@ -243,6 +248,9 @@ pub async fn commit_local(
         let len = tokio::fs::metadata(local).await.map_err(local_error)?.len();
         if len <= u64::from(chunking::MIN_CHUNK) {
             let data = tokio::fs::read(local).await.map_err(local_error)?;
+            if !unchanged() {
+                return Err(overtaken());
+            }
             let sent = data.len() as u64;
             let done = remote.upload_version(*id, base_version, data).await?;
             let chunks = usize::from(sent > 0);
@@ -261,6 +269,9 @@ pub async fn commit_local(
         }
     }
     let plan = plan_file(local, &Progress::hidden()).await?;
+    if !unchanged() {
+        return Err(overtaken());
+    }
     send(
         remote,
         local,
