@@ -4,6 +4,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::ContentHash;
 
+/// The request header that makes a change safe to send again: a change sent twice with
+/// the same key is applied once, and the second gets the first's answer (see
+/// docs/spec.md, "Idempotency keys").
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The response header that marks an answer given again from a stored one.
+pub const REPLAYED: &str = "idempotent-replayed";
+
 /// `POST /auth/login`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginRequest {

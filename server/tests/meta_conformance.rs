@@ -7,8 +7,8 @@ use cubby_proto::api::{Change, EntryKind};
 use cubby_proto::{ContentHash, RemotePath};
 use cubby_server::meta::{
     AttrChange, ChangeBatch, ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError,
-    MetaStore, NewContent, RetentionPolicy, RetentionReport, SqliteMetaStore, UploadSession,
-    UserId, XattrMode,
+    MetaStore, NewContent, RetentionPolicy, RetentionReport, SqliteMetaStore, StoredReply,
+    UploadSession, UserId, XattrMode,
 };
 
 fn path(p: &str) -> Location {
@@ -1113,6 +1113,45 @@ async fn login_sessions(store: Arc<dyn MetaStore>) {
     );
 }
 
+async fn stored_replies(store: Arc<dyn MetaStore>) {
+    let alice = store.create_user("alice", "x").await.unwrap();
+    let bob = store.create_user("bob", "x").await.unwrap();
+    let (request, other) = ([1u8; 32], [2u8; 32]);
+    let reply = |status: u16, body: &str| StoredReply {
+        status,
+        body: body.as_bytes().to_vec(),
+    };
+    assert_eq!(store.stored_reply(alice, request).await.unwrap(), None);
+    store
+        .store_reply(alice, request, reply(200, "{\"id\":7}"))
+        .await
+        .unwrap();
+    // The first answer stays: a second store (two copies of one request) keeps it.
+    store
+        .store_reply(alice, request, reply(404, "{}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stored_reply(alice, request).await.unwrap(),
+        Some(reply(200, "{\"id\":7}"))
+    );
+    assert_eq!(store.stored_reply(alice, other).await.unwrap(), None);
+    // Another user's request of the same hash is another request.
+    assert_eq!(store.stored_reply(bob, request).await.unwrap(), None);
+    store
+        .store_reply(bob, request, reply(201, "{}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stored_reply(bob, request).await.unwrap(),
+        Some(reply(201, "{}"))
+    );
+    // Pruning forgets answers stored before the cutoff, and only those.
+    assert_eq!(store.prune_replies(hours_from_now(-1)).await.unwrap(), 0);
+    assert_eq!(store.prune_replies(hours_from_now(1)).await.unwrap(), 2);
+    assert_eq!(store.stored_reply(alice, request).await.unwrap(), None);
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
@@ -1142,6 +1181,7 @@ macro_rules! conformance {
             conformance!(@case attributes_and_special_entries);
             conformance!(@case change_feed);
             conformance!(@case login_sessions);
+            conformance!(@case stored_replies);
         }
     };
     (@case $name:ident) => {

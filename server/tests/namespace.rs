@@ -390,3 +390,103 @@ async fn create_makes_an_empty_file_in_one_request() {
         "{capped:?}"
     );
 }
+
+#[tokio::test]
+async fn a_change_sent_again_with_its_key_is_applied_once() {
+    use cubby_proto::api::{IDEMPOTENCY_KEY, REPLAYED};
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let file = alice.upload("/a.txt", b"a", None).await;
+    let move_to_b = || {
+        alice
+            .post("/move")
+            .header(IDEMPOTENCY_KEY, "journal-1")
+            .json(&json!({"id": file.file_id, "to": "/b.txt"}))
+    };
+    let first = move_to_b().send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(first.headers().get(REPLAYED).is_none());
+    let first: Entry = first.json().await.unwrap();
+    // Another client moves it on; the first client, not knowing its move was applied,
+    // sends it again.
+    alice
+        .post("/move")
+        .json(&json!({"id": file.file_id, "to": "/c.txt"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let again = move_to_b().send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()[REPLAYED], "true");
+    let again: Entry = again.json().await.unwrap();
+    assert_eq!((again.id, again.name.as_str()), (first.id, "b.txt"));
+    assert_eq!(alice.stat_entry("/c.txt").await.id, file.file_id);
+    expect_error(
+        alice.stat("/b.txt").await,
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+    )
+    .await;
+    // The same key with another request is another request.
+    let mkdir = alice
+        .post("/mkdir")
+        .header(IDEMPOTENCY_KEY, "journal-1")
+        .json(&json!({"path": "/d"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mkdir.status(), StatusCode::CREATED);
+    assert!(alice.stat("/d").await.status().is_success());
+    // A refusal is an answer too: sent again, it is refused again, and not re-run.
+    let clash = || {
+        alice
+            .post("/move")
+            .header(IDEMPOTENCY_KEY, "journal-2")
+            .json(&json!({"id": file.file_id, "to": "/d"}))
+    };
+    expect_error(
+        clash().send().await.unwrap(),
+        StatusCode::CONFLICT,
+        ErrorCode::AlreadyExists,
+    )
+    .await;
+    alice
+        .post("/delete")
+        .json(&json!({"path": "/d"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let refused_again = clash().send().await.unwrap();
+    assert_eq!(refused_again.headers()[REPLAYED], "true");
+    expect_error(
+        refused_again,
+        StatusCode::CONFLICT,
+        ErrorCode::AlreadyExists,
+    )
+    .await;
+    assert_eq!(alice.stat_entry("/c.txt").await.id, file.file_id);
+    // Another user's identical request is theirs: nothing of alice's answers it.
+    let theirs = bob
+        .post("/mkdir")
+        .header(IDEMPOTENCY_KEY, "journal-1")
+        .json(&json!({"path": "/d"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), StatusCode::CREATED);
+    assert!(theirs.headers().get(REPLAYED).is_none());
+    // A key that is no key is refused.
+    let bad = alice
+        .post("/mkdir")
+        .header(IDEMPOTENCY_KEY, "k".repeat(500))
+        .json(&json!({"path": "/e"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(bad, StatusCode::BAD_REQUEST, ErrorCode::BadRequest).await;
+}

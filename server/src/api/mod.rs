@@ -11,6 +11,7 @@ mod changes;
 mod chunks;
 mod files;
 mod history;
+mod idempotency;
 pub mod range;
 mod tree;
 mod xattrs;
@@ -18,6 +19,7 @@ mod xattrs;
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use cubby_proto::ErrorCode;
@@ -40,6 +42,8 @@ const MAX_CONCURRENT_REQUESTS: usize = 256;
 pub fn router(state: AppState) -> Router {
     let max_upload = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
     let json_limit = state.config.max_json_bytes;
+    // On each route that changes the tree (see `idempotency`).
+    let once = axum::middleware::from_fn_with_state(state.clone(), idempotency::at_most_once);
     Router::new()
         .route("/readyz", get(auth::readyz))
         .route("/auth/login", post(auth::login))
@@ -62,27 +66,39 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/file/{id}/chunks", get(chunks::manifest))
         .route("/file/{id}/versions", get(history::versions))
-        .route("/file/{id}/attrs", post(tree::set_attrs))
+        .route(
+            "/file/{id}/attrs",
+            post(tree::set_attrs.layer(once.clone())),
+        )
         .route("/file/{id}/xattrs", get(xattrs::names))
         .route(
             "/file/{id}/xattrs/{name}",
             get(xattrs::get)
-                .put(xattrs::set)
-                .delete(xattrs::remove)
+                .put(xattrs::set.layer(once.clone()))
+                .delete(xattrs::remove.layer(once.clone()))
                 .layer(DefaultBodyLimit::max(xattrs::MAX_VALUE + 1)),
         )
-        .route("/file/{id}/restore", post(history::restore))
+        .route(
+            "/file/{id}/restore",
+            post(history::restore.layer(once.clone())),
+        )
         .route("/trash", get(history::trash))
-        .route("/trash/restore", post(history::restore_trash))
+        .route(
+            "/trash/restore",
+            post(history::restore_trash.layer(once.clone())),
+        )
         .route("/stat", get(tree::stat))
         .route("/list", get(tree::list))
-        .route("/file/{id}", get(tree::entry).delete(tree::remove))
-        .route("/mkdir", post(tree::mkdir))
-        .route("/symlink", post(tree::symlink))
-        .route("/mknod", post(tree::mknod))
-        .route("/create", post(tree::create))
-        .route("/move", post(tree::rename))
-        .route("/delete", post(tree::remove_by_path))
+        .route(
+            "/file/{id}",
+            get(tree::entry).delete(tree::remove.layer(once.clone())),
+        )
+        .route("/mkdir", post(tree::mkdir.layer(once.clone())))
+        .route("/symlink", post(tree::symlink.layer(once.clone())))
+        .route("/mknod", post(tree::mknod.layer(once.clone())))
+        .route("/create", post(tree::create.layer(once.clone())))
+        .route("/move", post(tree::rename.layer(once.clone())))
+        .route("/delete", post(tree::remove_by_path.layer(once)))
         // Requests past the limit wait their turn here, holding no thread.
         .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         // Outside the limit: liveness must answer while the rest is busy (clients'

@@ -197,6 +197,13 @@ pub struct UploadState {
     pub committed: Option<(u64, u64)>,
 }
 
+/// An answer kept for a request with an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -411,6 +418,25 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// Forgets changes recorded before `before_ns`; returns how many. A cursor older
     /// than a forgotten change of its user is then answered with `reset`.
     async fn prune_changes(&self, before_ns: i64) -> Result<u64, MetaError>;
+
+    /// The answer stored for the user's request `request_hash` (an idempotency key with
+    /// the request it came with), if it was answered before.
+    async fn stored_reply(
+        &self,
+        user: UserId,
+        request_hash: [u8; 32],
+    ) -> Result<Option<StoredReply>, MetaError>;
+
+    /// Stores the answer to the user's request `request_hash` (the first one stays).
+    async fn store_reply(
+        &self,
+        user: UserId,
+        request_hash: [u8; 32],
+        reply: StoredReply,
+    ) -> Result<(), MetaError>;
+
+    /// Forgets answers stored before `before_ns`; returns how many.
+    async fn prune_replies(&self, before_ns: i64) -> Result<u64, MetaError>;
 
     /// Records a new upload session; returns, per chunk, whether the user already holds
     /// it (references it from a committed version). Dedup is scoped to the user: a chunk

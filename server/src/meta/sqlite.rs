@@ -18,12 +18,13 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 
 use super::{
     ChangeBatch, ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore,
-    RetentionPolicy, RetentionReport, TrashItem, UploadSession, UploadState, UserId, UserRecord,
-    VersionContent, VersionRecord,
+    RetentionPolicy, RetentionReport, StoredReply, TrashItem, UploadSession, UploadState, UserId,
+    UserRecord, VersionContent, VersionRecord,
 };
 
 mod changes;
 mod history;
+mod replies;
 mod uploads;
 
 /// Numbered migrations; `PRAGMA user_version` records how many have run.
@@ -34,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_xattrs.sql"),
     include_str!("migrations/0005_changes.sql"),
     include_str!("migrations/0006_sessions.sql"),
+    include_str!("migrations/0007_replies.sql"),
 ];
 
 const ENTRY_COLUMNS: &str =
@@ -981,6 +983,29 @@ impl MetaStore for SqliteMetaStore {
 
     async fn prune_changes(&self, before_ns: i64) -> Result<u64, MetaError> {
         self.write(move |tx| changes::prune(tx, before_ns)).await
+    }
+
+    async fn stored_reply(
+        &self,
+        user: UserId,
+        request_hash: [u8; 32],
+    ) -> Result<Option<StoredReply>, MetaError> {
+        self.read(move |tx| replies::stored(tx, user, &request_hash))
+            .await
+    }
+
+    async fn store_reply(
+        &self,
+        user: UserId,
+        request_hash: [u8; 32],
+        reply: StoredReply,
+    ) -> Result<(), MetaError> {
+        self.write(move |tx| replies::store(tx, user, &request_hash, &reply, now_ns()))
+            .await
+    }
+
+    async fn prune_replies(&self, before_ns: i64) -> Result<u64, MetaError> {
+        self.write(move |tx| replies::prune(tx, before_ns)).await
     }
 
     async fn set_attrs(

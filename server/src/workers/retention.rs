@@ -1,5 +1,5 @@
 //! Retention: drops versions past the policy, purges old trash and prunes the change
-//! feed, on a timer.
+//! feed and the stored answers of keyed requests, on a timer.
 //!
 //! One pass is one metadata transaction, so it is atomic with respect to commits: a
 //! version that a racing commit makes non-current is judged after that commit or not
@@ -10,6 +10,10 @@
 
 use crate::AppState;
 use crate::meta::sqlite::now_ns;
+
+/// How long the answer to a request with an idempotency key is kept: far longer than
+/// any client takes to send a journaled change again (see `api::idempotency`).
+const REPLIES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// Runs passes forever, every `retention_interval`.
 pub async fn run(state: AppState) {
@@ -33,6 +37,11 @@ pub async fn run(state: AppState) {
         match state.meta.prune_changes(cutoff).await {
             Ok(pruned) => tracing::debug!(pruned, "change feed pruned"),
             Err(error) => tracing::warn!(%error, "pruning the change feed failed"),
+        }
+        let cutoff = now_ns().saturating_sub(REPLIES_MAX_AGE.as_nanos() as i64);
+        match state.meta.prune_replies(cutoff).await {
+            Ok(pruned) => tracing::debug!(pruned, "stored replies pruned"),
+            Err(error) => tracing::warn!(%error, "pruning stored replies failed"),
         }
     }
 }
