@@ -180,3 +180,57 @@ fn a_partition_that_drops_packets_holds_no_file_operation_for_long() {
     }
     works_through(&mut Partitioned { rule: None });
 }
+
+#[test]
+fn a_replay_after_a_crash_never_undoes_what_another_client_did_since() {
+    // Before: the server applied a journaled change, the daemon died before its journal
+    // said so, and the next start replayed it over a later change from another mount
+    // (the rename moved back, the old mode set again).
+    if !fuse_available("a_replay_after_a_crash_never_undoes_what_another_client_did_since") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let setup = setup();
+    let mut mount = common::mount(&setup);
+    let root = mount.path().to_path_buf();
+    write_synced(&root.join("a.txt"), "a\n");
+    write_synced(&root.join("m.txt"), "m\n");
+    wait_synced(&root, Duration::from_secs(10));
+
+    // Journaled while the server is silent, then applied when it answers again.
+    setup.server.freeze();
+    let offline = || status(&root)["online"] == false;
+    eventually(Duration::from_secs(10), "offline", offline);
+    sh(&root, "mv a.txt b.txt && chmod 600 m.txt");
+    let log = mount.staging_dir().join("journal/log");
+    let journaled = fs::read(&log).unwrap();
+    assert!(
+        String::from_utf8_lossy(&journaled).lines().count() >= 2,
+        "both changes are journaled"
+    );
+    setup.server.thaw();
+    wait_synced(&root, Duration::from_secs(30));
+
+    // Another mount changes both again.
+    let other = common::mount(&setup);
+    sh(other.path(), "mv b.txt c.txt && chmod 644 m.txt");
+    wait_synced(other.path(), Duration::from_secs(30));
+
+    // The first daemon dies as if before its journal recorded the changes as applied.
+    mount.kill_and_restart_after(|| fs::write(&log, &journaled).unwrap());
+    let root = mount.path().to_path_buf();
+    wait_synced(&root, Duration::from_secs(30));
+    for there in [&root, other.path()] {
+        eventually(Duration::from_secs(5), "the other mount's changes", || {
+            there.join("c.txt").exists()
+                && !there.join("b.txt").exists()
+                && fs::metadata(there.join("m.txt"))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777
+                    == 0o644
+        });
+        assert_eq!(fs::read_to_string(there.join("c.txt")).unwrap(), "a\n");
+    }
+}

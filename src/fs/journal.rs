@@ -1,8 +1,13 @@
 //! The namespace journal: creates, mkdirs, attribute changes, renames and deletes,
 //! applied to the local view at once and kept in order until the server has them.
 //!
-//! Operations are lines appended to one log file, `journal/log`: `op <seq> <json>` when
-//! journaled and `done <seq>` once the server applied it. Appends are plain writes, so
+//! Operations are lines appended to one log file, `journal/log`: `op <seq> key=<key>
+//! <json>` when journaled and `done <seq>` once the server applied it. The key is random,
+//! one per operation, and goes with every request its replay makes (an idempotency key):
+//! when the server applied an operation but the `done` line never made it to disk (a
+//! crash, an answer lost), the replay after it gets the first answers again instead of
+//! applying the change a second time over what other clients did since. Lines written
+//! before keys existed (`op <seq> <json>`) replay without one. Appends are plain writes, so
 //! they survive the daemon being killed; [`Journal::sync`] makes them survive the
 //! machine too (`fsync` and `fsyncdir` call it when the server cannot take the changes).
 //! The log is truncated whenever nothing is left in it, and rewritten without its `done`
@@ -70,6 +75,8 @@ pub struct Journal {
 struct JournalState {
     next_seq: u64,
     ops: BTreeMap<u64, Op>,
+    /// Each operation's idempotency key (absent for lines of an older version).
+    keys: HashMap<u64, String>,
     /// Local id -> server id, for entries the server has created.
     resolved: HashMap<u64, u64>,
     log: File,
@@ -80,7 +87,7 @@ struct JournalState {
 
 /// One line of the log.
 enum Line {
-    Op(u64, Box<Op>),
+    Op(u64, Option<String>, Box<Op>),
     Done(u64),
 }
 
@@ -88,9 +95,17 @@ fn parse_line(line: &str) -> Option<Line> {
     let (kind, rest) = line.split_once(' ')?;
     match kind {
         "op" => {
-            let (seq, json) = rest.split_once(' ')?;
+            let (seq, rest) = rest.split_once(' ')?;
+            let (key, json) = match rest.strip_prefix("key=") {
+                Some(keyed) => {
+                    let (key, json) = keyed.split_once(' ')?;
+                    (Some(key.to_owned()), json)
+                }
+                None => (None, rest),
+            };
             Some(Line::Op(
                 seq.parse().ok()?,
+                key,
                 serde_json::from_str(json).ok()?,
             ))
         }
@@ -99,8 +114,19 @@ fn parse_line(line: &str) -> Option<Line> {
     }
 }
 
-fn op_line(seq: u64, op: &Op) -> std::io::Result<Vec<u8>> {
-    let mut line = format!("op {seq} ").into_bytes();
+/// A new operation's idempotency key.
+fn new_key() -> std::io::Result<String> {
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(std::io::Error::other)?;
+    Ok(hex::encode(random))
+}
+
+fn op_line(seq: u64, key: Option<&str>, op: &Op) -> std::io::Result<Vec<u8>> {
+    let mut line = match key {
+        Some(key) => format!("op {seq} key={key} "),
+        None => format!("op {seq} "),
+    }
+    .into_bytes();
     serde_json::to_writer(&mut line, op)?;
     line.push(b'\n');
     Ok(line)
@@ -110,17 +136,30 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// What a previous run left.
+struct Loaded {
+    ops: BTreeMap<u64, Op>,
+    keys: HashMap<u64, String>,
+    /// Version 1's per-operation files, to remove once the log holds them.
+    old_files: Vec<PathBuf>,
+}
+
 /// Operations left by a previous run: the log, then version 1's per-operation files.
-fn load_ops(dir: &Path) -> std::io::Result<(BTreeMap<u64, Op>, Vec<PathBuf>)> {
+fn load_ops(dir: &Path) -> std::io::Result<Loaded> {
     let mut ops = BTreeMap::new();
+    let mut keys = HashMap::new();
     if let Ok(text) = std::fs::read_to_string(dir.join("log")) {
         for line in text.lines() {
             match parse_line(line) {
-                Some(Line::Op(seq, op)) => {
+                Some(Line::Op(seq, key, op)) => {
                     ops.insert(seq, *op);
+                    if let Some(key) = key {
+                        keys.insert(seq, key);
+                    }
                 }
                 Some(Line::Done(seq)) => {
                     ops.remove(&seq);
+                    keys.remove(&seq);
                 }
                 // A line cut short by a crash: it was never acknowledged as durable.
                 None => tracing::error!(line, "unreadable journal line skipped"),
@@ -150,18 +189,26 @@ fn load_ops(dir: &Path) -> std::io::Result<(BTreeMap<u64, Op>, Vec<PathBuf>)> {
             _ => {}
         }
     }
-    Ok((ops, old_files))
+    Ok(Loaded {
+        ops,
+        keys,
+        old_files,
+    })
 }
 
 impl Journal {
     /// Opens the journal in `dir` (created if needed), loading what a previous run left.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let (ops, old_files) = load_ops(dir)?;
+        let Loaded {
+            ops,
+            keys,
+            old_files,
+        } = load_ops(dir)?;
         // What is left, rewritten alone (and durably: it may be all a crash left).
         let mut compact = Vec::new();
         for (seq, op) in &ops {
-            compact.extend(op_line(*seq, op)?);
+            compact.extend(op_line(*seq, keys.get(seq).map(String::as_str), op)?);
         }
         let tmp = dir.join("log.tmp");
         let mut file = File::create(&tmp)?;
@@ -188,6 +235,7 @@ impl Journal {
             state: Mutex::new(JournalState {
                 next_seq,
                 ops,
+                keys,
                 resolved,
                 log,
                 ids: None,
@@ -205,12 +253,14 @@ impl Journal {
     /// Appends an operation. It survives the daemon being killed when this returns,
     /// and the machine crashing after the next [`Journal::sync`].
     pub fn push(&self, op: &Op) -> std::io::Result<u64> {
+        let key = new_key()?;
         let mut state = self.lock();
         let seq = state.next_seq;
-        state.log.write_all(&op_line(seq, op)?)?;
+        state.log.write_all(&op_line(seq, Some(&key), op)?)?;
         state.unsynced = true;
         state.next_seq += 1;
         state.ops.insert(seq, op.clone());
+        state.keys.insert(seq, key);
         Ok(seq)
     }
 
@@ -229,13 +279,11 @@ impl Journal {
         Ok(())
     }
 
-    /// The oldest operation not yet applied.
-    pub fn first(&self) -> Option<(u64, Op)> {
-        self.lock()
-            .ops
-            .iter()
-            .next()
-            .map(|(seq, op)| (*seq, op.clone()))
+    /// The oldest operation not yet applied, with its idempotency key.
+    pub fn first(&self) -> Option<(u64, Option<String>, Op)> {
+        let state = self.lock();
+        let (seq, op) = state.ops.iter().next()?;
+        Some((*seq, state.keys.get(seq).cloned(), op.clone()))
     }
 
     /// Every operation not yet applied, oldest first.
@@ -257,6 +305,7 @@ impl Journal {
         if state.ops.remove(&seq).is_none() {
             return;
         }
+        state.keys.remove(&seq);
         let written = if state.ops.is_empty() {
             // Nothing left: the log starts over (sequence numbers carry on).
             state.log.set_len(0)
@@ -386,15 +435,19 @@ mod tests {
             })
             .unwrap();
         journal.resolve(a, 7).unwrap();
+        let key_before = journal.first().unwrap().1.unwrap();
         drop(journal);
 
         let journal = Journal::open(dir.path()).unwrap();
         assert_eq!(journal.len(), 2);
         assert_eq!(journal.canonical(a), 7);
-        let (first, op) = journal.first().unwrap();
+        let (first, key, op) = journal.first().unwrap();
         assert!(matches!(op, Op::Mkdir { entry } if entry.name == "a"));
+        // The key stays with its operation across restarts, one of its own each.
+        assert_eq!(key.as_deref(), Some(key_before.as_str()));
         journal.done(first);
-        let (second, op) = journal.first().unwrap();
+        let (second, second_key, op) = journal.first().unwrap();
+        assert!(second_key.is_some() && second_key != key);
         assert!(second > first);
         assert!(matches!(op, Op::Delete { id: 42, .. }));
         journal
@@ -412,7 +465,7 @@ mod tests {
         // Resolutions stay while anything is journaled, and can go after.
         journal.forget_resolutions();
         assert_eq!(journal.canonical(a), 7);
-        while let Some((seq, _)) = journal.first() {
+        while let Some((seq, _, _)) = journal.first() {
             journal.done(seq);
         }
         journal.forget_resolutions();
@@ -473,5 +526,24 @@ mod tests {
         assert!(next > 10, "sequence numbers carry on: {next}");
         drop(journal);
         assert_eq!(Journal::open(dir.path()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_line_of_the_version_before_keys_replays_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let op = serde_json::to_string(&Op::Delete {
+            id: 5,
+            parent: None,
+        })
+        .unwrap();
+        std::fs::write(dir.path().join("log"), format!("op 4 {op}\n")).unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let (seq, key, op) = journal.first().unwrap();
+        assert_eq!((seq, key), (4, None));
+        assert!(matches!(op, Op::Delete { id: 5, .. }));
+        drop(journal);
+        // Rewritten at the start, it stays without a key.
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.first().unwrap().1, None);
     }
 }

@@ -184,6 +184,24 @@ impl std::fmt::Debug for CubbyFs {
     }
 }
 
+thread_local! {
+    /// The idempotency key of the journaled operation this thread is replaying, which
+    /// every change it sends carries (see [`journal`]).
+    static REPLAYING: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `replay` with the server requests it makes on this thread carrying `key`.
+fn replaying_with<T>(key: Option<String>, replay: impl FnOnce() -> T) -> T {
+    struct Restore(Option<String>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            REPLAYING.with(|key| *key.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(REPLAYING.with(|current| current.replace(key)));
+    replay()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -367,7 +385,9 @@ impl CubbyFs {
     /// heartbeat takes to notice it (see [`heartbeat`]).
     fn until_offline<F: std::future::Future>(&self, request: F) -> Option<F::Output> {
         let mut online = self.sync.watch_online();
+        let key = REPLAYING.with(|key| key.borrow().clone());
         self.block_on(async move {
+            let request = crate::remote::with_idempotency_key(key, request);
             tokio::select! {
                 biased;
                 output = request => Some(output),

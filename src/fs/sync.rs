@@ -314,13 +314,14 @@ impl CubbyFs {
     pub(super) fn replay_journal(&self) -> FsResult<bool> {
         let _one_at_a_time = lock(&self.sync.replaying);
         let mut worked = false;
-        while let Some((seq, op)) = self.journal.first() {
+        while let Some((seq, key, op)) = self.journal.first() {
             // No listing fetch straddles the change: one fetched before it is edited below.
             let _gate = self
                 .namespace_gate
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let applied = match self.replay(&op) {
+            // Its requests carry its key: applied once, however often it is replayed.
+            let applied = match super::replaying_with(key, || self.replay(&op)) {
                 Ok(applied) => applied,
                 // The server refused this change for good: it is dropped, loudly, and the
                 // local view goes back to the server's.

@@ -47,6 +47,21 @@ impl RemoteError {
     }
 }
 
+tokio::task_local! {
+    /// The idempotency key the changes sent by the current task carry, if any.
+    static IDEMPOTENCY_KEY: Option<String>;
+}
+
+/// Runs `request` with every change it sends (any request but a GET or HEAD) carrying
+/// idempotency key `key`: the server applies a change sent again with its key once,
+/// and answers the copy as it answered the first (see docs/spec.md).
+pub async fn with_idempotency_key<F: std::future::Future>(
+    key: Option<String>,
+    request: F,
+) -> F::Output {
+    IDEMPOTENCY_KEY.scope(key, request).await
+}
+
 /// A client of one server, authenticated as one user.
 #[derive(Clone)]
 pub struct Remote {
@@ -170,6 +185,15 @@ impl Remote {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RemoteError> {
         let mut request = request.build()?;
+        let key = IDEMPOTENCY_KEY.try_with(Clone::clone).ok().flatten();
+        if let Some(key) = key
+            && !request.method().is_safe()
+            && let Ok(value) = reqwest::header::HeaderValue::from_str(&key)
+        {
+            request
+                .headers_mut()
+                .insert(cubby_proto::api::IDEMPOTENCY_KEY, value);
+        }
         let again = request.try_clone();
         let token = self.token();
         authorize(&mut request, &token);
