@@ -1,6 +1,7 @@
 //! Ordinary work on the mount, as a user does it, compared with what the same work
-//! leaves on a local directory: rsync, SQLite, `rm -rf` of a tree just written, and
-//! the save-by-rename loop of compilers and linkers. Each test names the failure it
+//! leaves on a local directory: rsync, SQLite, `rm -rf` of a tree just written, the
+//! save-by-rename loop of compilers and linkers, `cargo build` and `git`, and writers
+//! racing the commits of what they closed. Each test names the failure it
 //! guards against. Every test unmounts, even when it fails.
 
 mod common;
@@ -376,4 +377,97 @@ fn every_committed_version_is_a_state_the_file_had_at_a_close() {
             "{name}: the last close is current"
         );
     }
+}
+
+/// A small crate with a build script, a library, a binary and a test: what `cargo
+/// build` does with it (scratch files renamed into place, object files mapped back,
+/// lock files, hard-link-free incremental caches) is ordinary work on a folder.
+fn small_crate(dir: &Path) {
+    fs::create_dir_all(dir.join("src/bin")).unwrap();
+    fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"small\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("build.rs"),
+        "fn main() {\n    let out = std::env::var(\"OUT_DIR\").unwrap();\n    std::fs::write(format!(\"{out}/answer.rs\"), \"pub const ANSWER: u32 = 42;\").unwrap();\n}\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("src/lib.rs"),
+        "include!(concat!(env!(\"OUT_DIR\"), \"/answer.rs\"));\n\npub mod words;\n\npub fn sum(values: &[u32]) -> u32 {\n    values.iter().sum()\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn sums() {\n        assert_eq!(super::sum(&[1, 2, 3]), 6);\n    }\n}\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("src/words.rs"),
+        "pub fn count(text: &str) -> usize {\n    text.split_whitespace().count()\n}\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("src/bin/small.rs"),
+        "fn main() {\n    println!(\"{} {}\", small::ANSWER + small::sum(&[1, 2]), small::words::count(\"a b c\"));\n}\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn cargo_builds_tests_and_rebuilds_a_crate_on_the_mount() {
+    // Before: rustc mapped object files it had just written and found them empty
+    // ("memory map must have a non-zero length", or SIGBUS).
+    if !fuse_available("cargo_builds_tests_and_rebuilds_a_crate_on_the_mount") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    let local = tempfile::tempdir().unwrap();
+    for dir in [mount.path().join("small"), local.path().join("small")] {
+        small_crate(&dir);
+        let build = "cargo build --offline --quiet && cargo test --offline --quiet 2>&1 && ./target/debug/small";
+        let out = sh(&dir, build);
+        assert!(out.trim_end().ends_with("45 3"), "{}: {out}", dir.display());
+        // An edit rebuilds incrementally.
+        fs::write(
+            dir.join("src/words.rs"),
+            "pub fn count(text: &str) -> usize {\n    text.split_whitespace().count() * 2\n}\n",
+        )
+        .unwrap();
+        let out = sh(
+            &dir,
+            "cargo build --offline --quiet && ./target/debug/small",
+        );
+        assert_eq!(out.trim(), "45 6", "{}", dir.display());
+    }
+    wait_synced(mount.path(), Duration::from_secs(120));
+}
+
+#[test]
+fn git_init_commit_clone_fsck_and_status_on_the_mount() {
+    if !fuse_available("git_init_commit_clone_fsck_and_status_on_the_mount") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    let root = mount.path();
+    small_crate(&root.join("repo"));
+    let git = "git -c user.name=t -c user.email=t@example.com";
+    sh(
+        &root.join("repo"),
+        &format!(
+            "git init -q -b main && git add -A && {git} commit -q -m one && \
+             echo '// more' >> src/words.rs && {git} commit -q -am two && git gc -q"
+        ),
+    );
+    sh(root, "git clone -q repo copy");
+    for repo in ["repo", "copy"] {
+        let dir = root.join(repo);
+        sh(&dir, "git fsck --full --strict");
+        assert_eq!(sh(&dir, "git status --porcelain"), "", "{repo} is clean");
+        assert_eq!(sh(&dir, "git rev-list --count HEAD").trim(), "2");
+    }
+    assert_eq!(
+        fs::read(root.join("copy/src/words.rs")).unwrap(),
+        fs::read(root.join("repo/src/words.rs")).unwrap()
+    );
+    wait_synced(root, Duration::from_secs(60));
 }

@@ -146,18 +146,23 @@ impl CubbyFs {
                 return Ok(());
             };
             target_id = report.file_id;
-            let modified = {
-                let mut state = staged.lock();
-                state.target_id = report.file_id;
-                state.base_version = report.version;
-                if staged.generation() == sending.generation {
-                    state.dirty = false;
-                    state.modified_ns.take()
-                } else {
-                    sending.modified_ns
-                }
+            // Under the state lock, as before a commit's end is visible: whoever finds
+            // the file clean finds the caches knowing the version it became.
+            let mut state = staged.lock();
+            let clean = staged.generation() == sending.generation;
+            let modified = if clean {
+                state.modified_ns
+            } else {
+                sending.modified_ns
             };
             self.committed(id, staged, &report, modified);
+            state.target_id = report.file_id;
+            state.base_version = report.version;
+            if clean {
+                state.dirty = false;
+                state.modified_ns = None;
+            }
+            drop(state);
         }
         if !sending.attrs.is_empty() {
             let pending = &sending.attrs;
