@@ -98,6 +98,10 @@ pub enum Command {
         /// Most MiB the chunk cache holds.
         #[arg(long, default_value_t = 4096)]
         cache_mib: u64,
+        /// MiB of the staging area's disk that writes leave free: a write that would
+        /// take them fails with ENOSPC (0: none).
+        #[arg(long, default_value_t = 512)]
+        staging_reserve_mib: u64,
         /// Let other users use the mount.
         #[arg(long)]
         allow_other: bool,
@@ -267,6 +271,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             staging_dir,
             cache_dir,
             cache_mib,
+            staging_reserve_mib,
             allow_other,
         } => {
             let remote = remote_from(&config_path)?;
@@ -279,6 +284,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
                 options.cache_dir = cache;
             }
             options.cache_bytes = cache_mib << 20;
+            options.staging_reserve_bytes = staging_reserve_mib << 20;
             options.allow_other = allow_other;
             crate::mount::mount(remote, dir, options).await?;
             Ok(ExitCode::SUCCESS)

@@ -17,6 +17,8 @@ pub struct MountOptions {
     pub staging_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub cache_bytes: u64,
+    /// Free space writes leave on the staging area's disk (see [`FsConfig`]).
+    pub staging_reserve_bytes: u64,
     /// Let other users (and root) use the mount (`allow_other`).
     pub allow_other: bool,
     /// Threads serving kernel requests.
@@ -37,6 +39,7 @@ impl MountOptions {
             staging_dir: data.join("staging").join(&key),
             cache_dir: cache.join("chunks"),
             cache_bytes: 4 << 30,
+            staging_reserve_bytes: 512 << 20,
             allow_other: false,
             threads: 8,
         }
@@ -73,6 +76,7 @@ pub async fn mount(
         staging_dir: options.staging_dir.clone(),
         cache_dir: options.cache_dir.clone(),
         cache_bytes: options.cache_bytes,
+        staging_reserve_bytes: options.staging_reserve_bytes,
         metadata_ttl: Duration::from_secs(1),
         uid,
         gid,

@@ -23,6 +23,7 @@ fn core(server: &TestServer, runtime: &tokio::runtime::Runtime) -> Core {
         staging_dir: state.path().join("staging"),
         cache_dir: state.path().join("cache"),
         cache_bytes: 64 << 20,
+        staging_reserve_bytes: 0,
         metadata_ttl: std::time::Duration::from_secs(1),
         uid: 1000,
         gid: 1000,

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use cubby_proto::ContentHash;
 use cubby_testkit::{Mount, TestServer, cubby_login, fuse_available, must_run_privileged};
 
 mod common;
@@ -114,5 +115,97 @@ fn an_fsync_while_the_servers_disk_is_full_succeeds_and_the_data_arrives_later()
     assert_eq!(
         fs::read_to_string(there.join("before.txt")).unwrap(),
         "while there was room\n"
+    );
+}
+
+#[test]
+fn a_full_local_disk_answers_enospc_and_loses_nothing() {
+    let name = "a_full_local_disk_answers_enospc_and_loses_nothing";
+    if !fuse_available(name) {
+        return;
+    }
+    let Some(local) = Tmpfs::mount(24, name) else {
+        return;
+    };
+    let setup = setup();
+    // No reserve: the disk fills to the last byte.
+    let no_reserve = ["--staging-reserve-mib", "0"];
+    let mount = Mount::start_with_state(Path::new(CUBBY), &setup.config, local.path(), &no_reserve);
+    let root = mount.path();
+    write_synced(&root.join("before.txt"), "while there was room\n");
+    // Written elsewhere, so reading it here needs the (full) chunk cache.
+    let other = common::mount(&setup);
+    let elsewhere = cubby_testkit::random_bytes(2 << 20, 5);
+    write_synced(&other.path().join("elsewhere.bin"), &elsewhere);
+    wait_synced(root, Duration::from_secs(10));
+
+    let filler = local.fill();
+    let data = cubby_testkit::random_bytes(4 << 20, 12);
+    let written = fs::write(root.join("too-big.bin"), &data);
+    let error = written.expect_err("a write to a full disk fails");
+    assert_eq!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC),
+        "this machine's full disk is ENOSPC: {error}"
+    );
+    // What was there reads on, including what the cache has no room for.
+    assert_eq!(
+        fs::read_to_string(root.join("before.txt")).unwrap(),
+        "while there was room\n"
+    );
+    assert_eq!(
+        hash_file(&root.join("elsewhere.bin")),
+        ContentHash::of(&elsewhere)
+    );
+    let full = status(root);
+    assert_eq!(full["online"], true, "{full}");
+
+    // Room again: the failed file is removed as an application would, and work goes on.
+    let _ = fs::remove_file(root.join("too-big.bin"));
+    fs::remove_file(filler).unwrap();
+    write_synced(&root.join("after.bin"), &data);
+    wait_synced(root, Duration::from_secs(30));
+    let there = other.path();
+    eventually(Duration::from_secs(5), "the other mount sees it", || {
+        there.join("after.bin").exists() && !there.join("too-big.bin").exists()
+    });
+    assert_eq!(hash_file(&there.join("after.bin")), ContentHash::of(&data));
+    assert_eq!(
+        fs::read_to_string(there.join("before.txt")).unwrap(),
+        "while there was room\n"
+    );
+}
+
+#[test]
+fn writes_leave_the_staging_disks_reserve_free() {
+    let name = "writes_leave_the_staging_disks_reserve_free";
+    if !fuse_available(name) {
+        return;
+    }
+    let Some(local) = Tmpfs::mount(32, name) else {
+        return;
+    };
+    let setup = setup();
+    let reserve = ["--staging-reserve-mib", "20"];
+    let mount = Mount::start_with_state(Path::new(CUBBY), &setup.config, local.path(), &reserve);
+    let root = mount.path();
+    // Room within what the reserve leaves.
+    let small = cubby_testkit::random_bytes(2 << 20, 3);
+    write_synced(&root.join("small.bin"), &small);
+    // More than that is refused though the disk itself has room.
+    let big = cubby_testkit::random_bytes(16 << 20, 4);
+    let error = fs::write(root.join("big.bin"), &big).expect_err("the reserve stays free");
+    assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+    let free = nix::sys::statvfs::statvfs(local.path()).unwrap();
+    assert!(
+        free.blocks_available() * free.fragment_size() >= 20 << 20,
+        "the reserve is free"
+    );
+    let _ = fs::remove_file(root.join("big.bin"));
+    wait_synced(root, Duration::from_secs(30));
+    let other = common::mount(&setup);
+    assert_eq!(
+        hash_file(&other.path().join("small.bin")),
+        ContentHash::of(&small)
     );
 }

@@ -86,6 +86,10 @@ pub struct FsConfig {
     pub cache_dir: PathBuf,
     /// Most bytes the chunk cache holds.
     pub cache_bytes: u64,
+    /// Space a write never takes from the staging area's filesystem: a write that would
+    /// leave less free is refused with ENOSPC (0: none). The user's disk is never
+    /// filled to the last byte by what waits for upload.
+    pub staging_reserve_bytes: u64,
     /// How long entries and listings are trusted without asking the server.
     pub metadata_ttl: Duration,
     /// Owner reported for every file.
@@ -1555,11 +1559,37 @@ impl CubbyFs {
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         match &*self.handle(fh)? {
             Handle::Writer { staged, .. } => {
+                let end = offset + data.len() as u64;
+                let len = staged.len()?;
+                if end > len {
+                    self.room_to_grow(end - len)?;
+                }
                 staged.write_at(offset, data)?;
                 Ok(data.len() as u32)
             }
             Handle::Reader { .. } => Err(FsError::BadHandle),
         }
+    }
+
+    /// ENOSPC when `growth` more bytes in the staging area would leave its filesystem
+    /// less free than the configured reserve.
+    fn room_to_grow(&self, growth: u64) -> FsResult<()> {
+        let reserve = self.config.staging_reserve_bytes;
+        if reserve == 0 {
+            return Ok(());
+        }
+        let stats = nix::sys::statvfs::statvfs(&self.config.staging_dir)
+            .map_err(|errno| FsError::from(std::io::Error::from(errno)))?;
+        let free = stats.blocks_available() * stats.fragment_size();
+        if free < reserve.saturating_add(growth) {
+            tracing::warn!(
+                free,
+                reserve,
+                "the staging area's disk is nearly full: write refused"
+            );
+            return Err(FsError::NoSpace);
+        }
+        Ok(())
     }
 
     /// `close` (FUSE flush): the staged changes are recorded as pending (they survive

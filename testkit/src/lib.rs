@@ -396,19 +396,34 @@ fn is_mounted(dir: &Path) -> bool {
 pub struct Mount {
     pub dir: tempfile::TempDir,
     /// Staging area and chunk cache of this mount (kept across restarts).
-    pub state: tempfile::TempDir,
+    state: PathBuf,
+    /// The temporary directory `state` is, unless the test gave its own.
+    _own_state: Option<tempfile::TempDir>,
     cubby: PathBuf,
     config: PathBuf,
+    /// More arguments for `cubby mount`.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Mount {
     pub fn start(cubby: &Path, config: &Path) -> Self {
+        let state = tempfile::tempdir().expect("state dir");
+        let mut mount = Self::start_with_state(cubby, config, state.path(), &[]);
+        mount._own_state = Some(state);
+        mount
+    }
+
+    /// A mount whose staging area and chunk cache live under `state` (a small tmpfs,
+    /// say), which the caller keeps, started with more arguments `args`.
+    pub fn start_with_state(cubby: &Path, config: &Path, state: &Path, args: &[&str]) -> Self {
         let mut mount = Self {
             dir: tempfile::tempdir().expect("mount dir"),
-            state: tempfile::tempdir().expect("state dir"),
+            state: state.to_owned(),
+            _own_state: None,
             cubby: cubby.to_owned(),
             config: config.to_owned(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
             child: None,
         };
         mount.spawn();
@@ -420,11 +435,11 @@ impl Mount {
     }
 
     pub fn staging_dir(&self) -> PathBuf {
-        self.state.path().join("staging")
+        self.state.join("staging")
     }
 
     pub fn cache_dir(&self) -> PathBuf {
-        self.state.path().join("cache")
+        self.state.join("cache")
     }
 
     fn spawn(&mut self) {
@@ -437,6 +452,7 @@ impl Mount {
             .arg(self.staging_dir())
             .arg("--cache-dir")
             .arg(self.cache_dir())
+            .args(&self.args)
             .env("RUST_LOG", "cubby=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
