@@ -125,10 +125,13 @@ pub async fn mount(
         tracing::info!("signal: unmounting");
         let _ = unmounter.unmount();
     });
-    tokio::task::spawn_blocking(move || session.run())
+    let ended = tokio::task::spawn_blocking(move || session.run())
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("mount session ended: {e}"))?;
+        .map_err(|e| e.to_string())?;
+    // What it knows of the tree, for a next start without the server.
+    let saving = Arc::clone(&fs);
+    let _ = tokio::task::spawn_blocking(move || saving.save_known(true)).await;
+    ended.map_err(|e| format!("mount session ended: {e}"))?;
     eprintln!("cubby: unmounted {}", mountpoint.display());
     Ok(())
 }

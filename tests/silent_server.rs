@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cubby_proto::ContentHash;
 use cubby_testkit::{TestServer, fuse_available, must_run_privileged, random_bytes};
 
 mod common;
@@ -233,4 +234,62 @@ fn a_replay_after_a_crash_never_undoes_what_another_client_did_since() {
         });
         assert_eq!(fs::read_to_string(there.join("c.txt")).unwrap(), "a\n");
     }
+}
+
+#[test]
+fn a_mount_starts_offline_with_what_it_knew_and_its_pending_work() {
+    // Before: a mount could not start without its server ("cannot start the mount").
+    if !fuse_available("a_mount_starts_offline_with_what_it_knew_and_its_pending_work") {
+        return;
+    }
+    let setup = setup();
+    let mut mount = common::mount(&setup);
+    let root = mount.path().to_path_buf();
+    let data = random_bytes(3 << 20, 9);
+    sh(&root, "mkdir -p docs/deep && ln -s ../notes.txt docs/link");
+    write_synced(&root.join("notes.txt"), "known before\n");
+    write_synced(&root.join("docs/data.bin"), &data);
+    wait_synced(&root, Duration::from_secs(10));
+    // Read once, so the mount knows the listings and the content.
+    sh(
+        &root,
+        "ls -laR . >/dev/null && cat notes.txt docs/data.bin >/dev/null",
+    );
+
+    setup.server.freeze();
+    // An unmount and a new start, with the server silent all along.
+    mount.restart();
+    let root = mount.path().to_path_buf();
+    let offline = status(&root);
+    assert_eq!(offline["online"], false, "{offline}");
+    assert_eq!(
+        sh(&root, "ls docs | sort")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["data.bin", "deep", "link"]
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("docs/link")).unwrap(),
+        "known before\n"
+    );
+    assert_eq!(
+        hash_file(&root.join("docs/data.bin")),
+        ContentHash::of(&data)
+    );
+    // Work done offline waits, and is sent once the server answers.
+    write_synced(&root.join("docs/deep/offline.txt"), "written offline\n");
+    sh(&root, "mv notes.txt renamed.txt");
+    setup.server.thaw();
+    wait_synced(&root, Duration::from_secs(30));
+    let other = common::mount(&setup);
+    let there = other.path();
+    assert_eq!(
+        fs::read_to_string(there.join("docs/deep/offline.txt")).unwrap(),
+        "written offline\n"
+    );
+    assert_eq!(
+        fs::read_to_string(there.join("renamed.txt")).unwrap(),
+        "known before\n"
+    );
+    assert!(!there.join("notes.txt").exists());
 }

@@ -27,6 +27,7 @@ mod error;
 pub mod fuse;
 mod heartbeat;
 mod journal;
+mod known;
 mod overlay;
 mod staging;
 pub mod sync;
@@ -156,6 +157,10 @@ pub struct CubbyFs {
     /// shows while the server is unreachable.
     known_entries: Cache<u64, Entry>,
     known_listings: Cache<u64, Arc<Vec<Entry>>>,
+    /// Whether what the mount knows changed since it was saved (see [`known`]).
+    known_dirty: std::sync::atomic::AtomicBool,
+    /// When it was last saved.
+    known_saved: Mutex<Option<std::time::Instant>>,
     manifests: Cache<(u64, u64), Arc<FileManifest>>,
     sync: sync::SyncState,
     kernel: std::sync::OnceLock<Box<dyn KernelCache>>,
@@ -242,16 +247,35 @@ fn name_of(name: &OsStr) -> FsResult<&str> {
 }
 
 impl CubbyFs {
-    /// Connects to the server (the root must be reachable) and opens the local stores:
-    /// the chunk cache, the staging area and the journal, whose pending work is loaded
-    /// (and shown) at once and sent by [`sync::start`].
+    /// Connects to the server and opens the local stores: the chunk cache, the staging
+    /// area and the journal, whose pending work is loaded (and shown) at once and sent
+    /// by [`sync::start`]. When the server does not answer within
+    /// [`known::START_WAIT`], the mount starts offline from what an earlier run knew of
+    /// the tree (see [`known`]), if it saved anything.
     pub fn new(
         remote: Remote,
         runtime: tokio::runtime::Handle,
         config: FsConfig,
     ) -> FsResult<Self> {
         std::fs::create_dir_all(&config.staging_dir)?;
-        let root = runtime.block_on(remote.root())?;
+        let reached = runtime
+            .block_on(async { tokio::time::timeout(known::START_WAIT, remote.root()).await });
+        let (root, known) = match reached {
+            Ok(Ok(root)) => (root, None),
+            Ok(Err(error)) if error.code().is_some() => return Err(error.into()),
+            failed => match known::load(&config.staging_dir) {
+                Some(known) => {
+                    let why = match failed {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => format!("no answer within {:?}", known::START_WAIT),
+                    };
+                    tracing::warn!(%why, "the server cannot be reached: starting offline");
+                    (known.root.clone(), Some((known, why)))
+                }
+                // Nothing to start from: the server's own answer (or its error).
+                None => (runtime.block_on(remote.root())?, None),
+            },
+        };
         let chunks = ChunkCache::open(&config.cache_dir, config.cache_bytes)?;
         let journal = Journal::open(&config.staging_dir.join("journal"))?;
         let ttl = config.metadata_ttl;
@@ -304,9 +328,18 @@ impl CubbyFs {
                 .max_capacity(100_000)
                 .time_to_live(ttl * 4 + Duration::from_secs(30))
                 .build(),
+            known_dirty: std::sync::atomic::AtomicBool::new(false),
+            known_saved: Mutex::new(None),
             config,
         };
-        fs.remember(&root);
+        match known {
+            Some((known, why)) => {
+                fs.take_in(known);
+                fs.known_entries.insert(root.id, root);
+                fs.sync.went_offline(&why);
+            }
+            None => fs.remember(&root),
+        }
         fs.load_pending()?;
         Ok(fs)
     }
@@ -432,6 +465,7 @@ impl CubbyFs {
         }
         self.entries.insert(entry.id, entry.clone());
         self.known_entries.insert(entry.id, entry.clone());
+        self.known_changed();
     }
 
     /// Whether `entry` is a version older than this mount last committed.
@@ -493,6 +527,7 @@ impl CubbyFs {
                 cache.insert(parent, Arc::new(listing));
             }
         }
+        self.known_changed();
     }
 
     /// This mount created `entry`: it joins the cached listing of its directory (kept
@@ -693,6 +728,7 @@ impl CubbyFs {
         let _no_edit = lock(&self.listing_edits);
         self.listings.insert(dir, Arc::clone(&children));
         self.known_listings.insert(dir, Arc::clone(&children));
+        self.known_changed();
         Ok(merged(&overlay, dir, children))
     }
 
@@ -1440,6 +1476,7 @@ impl CubbyFs {
         }
         let manifest = Arc::new(self.call(self.remote.manifest(id, Some(version)))?);
         self.manifests.insert((id, version), Arc::clone(&manifest));
+        self.known_changed();
         Ok(manifest)
     }
 

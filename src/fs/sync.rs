@@ -247,6 +247,7 @@ fn run(fs: Weak<CubbyFs>) {
     let mut backoff = BACKOFF_FIRST;
     loop {
         let Some(fs) = fs.upgrade() else { return };
+        fs.save_known(false);
         match fs.sync_step() {
             Ok(true) => backoff = BACKOFF_FIRST,
             Ok(false) => {

@@ -310,6 +310,7 @@ impl CubbyFs {
             // The file's attributes answer offline (its kernel attributes are never
             // cached, so a listed copy's size does not matter).
             self.known_entries.insert(known.id, known);
+            self.known_changed();
         }
     }
 
