@@ -209,3 +209,47 @@ fn writes_leave_the_staging_disks_reserve_free() {
         ContentHash::of(&small)
     );
 }
+
+#[test]
+fn mounts_sharing_a_chunk_cache_share_its_budget() {
+    // Before: each mount held the folder to its own budget, so two mounts filled it to
+    // twice the size given.
+    if !fuse_available("mounts_sharing_a_chunk_cache_share_its_budget") {
+        return;
+    }
+    let setup = setup();
+    let writer = common::mount(&setup);
+    let sizes: Vec<Vec<u8>> = (0..6)
+        .map(|seed| cubby_testkit::random_bytes(2 << 20, 100 + seed))
+        .collect();
+    for (i, data) in sizes.iter().enumerate() {
+        write_synced(&writer.path().join(format!("f{i}.bin")), data);
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let cache = shared.path().to_str().unwrap();
+    let args = ["--cache-dir", cache, "--cache-mib", "4"];
+    let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let readers: Vec<Mount> = states
+        .iter()
+        .map(|state| Mount::start_with_state(Path::new(CUBBY), &setup.config, state.path(), &args))
+        .collect();
+    // Each reads other files: 6 MiB of chunks each, through one 4 MiB folder.
+    for (i, data) in sizes.iter().enumerate() {
+        let reader = &readers[i % 2];
+        assert_eq!(
+            hash_file(&reader.path().join(format!("f{i}.bin"))),
+            ContentHash::of(data)
+        );
+    }
+    let held: u64 = cubby_testkit::files_under(shared.path())
+        .iter()
+        .map(|file| fs::metadata(file).map_or(0, |m| m.len()))
+        .sum();
+    assert!(held <= 4 << 20, "the folder holds {held} bytes");
+    assert!(held > 0, "the folder caches something");
+    // What the other mount removed is fetched again.
+    assert_eq!(
+        hash_file(&readers[1].path().join("f0.bin")),
+        ContentHash::of(&sizes[0])
+    );
+}

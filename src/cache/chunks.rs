@@ -6,6 +6,12 @@
 //! by chunk size, its eviction deleting the file) and is rebuilt from the directory when
 //! the cache opens.
 //!
+//! The budget holds for the folder, not for one mount: mounts that share a cache folder
+//! (the default one, say) each sweep it after every sixteenth of the budget they put,
+//! removing the chunks least recently used by any of them (a disk read marks a chunk
+//! used by its modification time) until the folder holds 90% of the budget. A chunk
+//! another mount removed is a miss here, fetched again.
+//!
 //! In front of the disk sits a small in-memory cache of verified chunks: the kernel reads
 //! a file 128 KiB at a time, and a chunk is about 1 MiB, so without it every read would
 //! re-read and re-hash a whole chunk from disk.
@@ -23,6 +29,9 @@ pub struct ChunkCache {
     root: PathBuf,
     index: Cache<ContentHash, u32>,
     memory: Cache<ContentHash, Bytes>,
+    max_bytes: u64,
+    /// Bytes put since the last sweep of the folder.
+    put_since_sweep: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Bytes of verified chunks kept in memory.
@@ -63,6 +72,8 @@ impl ChunkCache {
             root: root.to_owned(),
             index,
             memory,
+            max_bytes,
+            put_since_sweep: std::sync::Arc::default(),
         };
         for fan in std::fs::read_dir(root)?.flatten() {
             let Ok(files) = std::fs::read_dir(fan.path()) else {
@@ -93,6 +104,11 @@ impl ChunkCache {
         let path = chunk_path(&self.root, hash);
         match std::fs::read(&path) {
             Ok(data) if ContentHash::of(&data) == *hash => {
+                // Used now, for every mount's sweep of the folder.
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
                 let data = Bytes::from(data);
                 self.memory.insert(*hash, data.clone());
                 Some(data)
@@ -121,6 +137,62 @@ impl ChunkCache {
         match stored {
             Ok(()) => self.index.insert(*hash, data.len() as u32),
             Err(error) => tracing::debug!(%error, "chunk cache write failed"),
+        }
+        let put = self
+            .put_since_sweep
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed)
+            + data.len() as u64;
+        if put > self.max_bytes / 16 {
+            self.put_since_sweep
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            self.sweep();
+        }
+    }
+
+    /// Holds the folder (whoever filled it) to the budget: removes the chunks least
+    /// recently used until it holds 90% of it.
+    pub fn sweep(&self) {
+        let mut chunks = Vec::new();
+        let mut total = 0u64;
+        for fan in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in std::fs::read_dir(fan.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                // Another mount's chunk being written.
+                if file.file_name().to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                let Ok(meta) = file.metadata() else { continue };
+                let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                total += meta.len();
+                chunks.push((used, meta.len(), file.path()));
+            }
+        }
+        if total <= self.max_bytes {
+            return;
+        }
+        chunks.sort_by_key(|(used, _, _)| *used);
+        let goal = self.max_bytes / 10 * 9;
+        for (_, size, path) in chunks {
+            if total <= goal {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= size;
+                if let Some(hash) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse::<ContentHash>().ok())
+                {
+                    self.index.invalidate(&hash);
+                }
+            }
         }
     }
 }

@@ -438,8 +438,27 @@ impl Mount {
         self.state.join("staging")
     }
 
+    /// The chunk cache: under the state folder, unless `--cache-dir` was given.
     pub fn cache_dir(&self) -> PathBuf {
-        self.state.join("cache")
+        self.args
+            .iter()
+            .position(|arg| arg == "--cache-dir")
+            .and_then(|at| self.args.get(at + 1))
+            .map_or_else(|| self.state.join("cache"), PathBuf::from)
+    }
+
+    /// The extra arguments, without `--cache-dir` and its value (given once, above).
+    fn args_but_cache_dir(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut args = self.args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "--cache-dir" {
+                args.next();
+            } else {
+                out.push(arg.clone());
+            }
+        }
+        out
     }
 
     fn spawn(&mut self) {
@@ -450,9 +469,8 @@ impl Mount {
             .arg(self.dir.path())
             .arg("--staging-dir")
             .arg(self.staging_dir())
-            .arg("--cache-dir")
-            .arg(self.cache_dir())
-            .args(&self.args)
+            .args(["--cache-dir".as_ref(), self.cache_dir().as_os_str()])
+            .args(self.args_but_cache_dir())
             .env("RUST_LOG", "cubby=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
