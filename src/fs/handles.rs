@@ -5,6 +5,16 @@
 use super::*;
 
 impl CubbyFs {
+    /// A new, empty staging file for `entry` at its version.
+    fn new_staged(&self, entry: &Entry) -> FsResult<Arc<Staged>> {
+        Ok(Arc::new(Staged::create(
+            &self.config.staging_dir,
+            entry.id,
+            entry.version,
+            &self.spares,
+        )?))
+    }
+
     // ---- open files ----
 
     pub(super) fn new_handle(&self, handle: Handle) -> u64 {
@@ -25,12 +35,7 @@ impl CubbyFs {
         if let Some(staged) = self.staged_copy(entry.id) {
             return Ok(staged);
         }
-        let staged = Arc::new(Staged::create(
-            &self.config.staging_dir,
-            entry.id,
-            entry.version,
-            &self.spares,
-        )?);
+        let staged = self.new_staged(entry)?;
         let single_chunk = self
             .single_chunk(entry)
             .and_then(|hash| self.chunks.get(&hash));
@@ -131,12 +136,7 @@ impl CubbyFs {
         // at once) re-keys the staged copy to the server's id, so it must find it there.
         // Staged after, it stayed under the local id, where no upload or open looked
         // for it: the content never left, and the next open saw the empty file.
-        let staged = Arc::new(Staged::create(
-            &self.config.staging_dir,
-            entry.id,
-            entry.version,
-            &self.spares,
-        )?);
+        let staged = self.new_staged(&entry)?;
         lock(&self.staged).insert(entry.id, Arc::clone(&staged));
         if let Err(error) = self.journal_op(Op::Create {
             entry: entry.clone(),
