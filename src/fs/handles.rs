@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Room below which every growing write asks the filesystem for its free space.
+const ROOM_MARGIN: u64 = 64 << 20;
+
 impl CubbyFs {
     /// A new, empty staging file for `entry` at its version.
     fn new_staged(&self, entry: &Entry) -> FsResult<Arc<Staged>> {
@@ -304,15 +307,27 @@ impl CubbyFs {
     }
 
     /// ENOSPC when `growth` more bytes in the staging area would leave its filesystem
-    /// less free than the configured reserve.
+    /// less free than the configured reserve. The filesystem is asked again only once
+    /// writes since the last answer may have taken all but [`ROOM_MARGIN`] of the room
+    /// it found, so an appending writer costs no `statvfs` per write.
     pub(super) fn room_to_grow(&self, growth: u64) -> FsResult<()> {
         let reserve = self.config.staging_reserve_bytes;
         if reserve == 0 {
             return Ok(());
         }
+        let left = self.staging_room.load(Ordering::Relaxed);
+        if left > growth.saturating_add(ROOM_MARGIN) {
+            self.staging_room.fetch_sub(growth, Ordering::Relaxed);
+            return Ok(());
+        }
         let stats = nix::sys::statvfs::statvfs(&self.config.staging_dir)
             .map_err(|errno| FsError::from(std::io::Error::from(errno)))?;
         let free = stats.blocks_available() * stats.fragment_size();
+        // Asked again after a quarter of the room is used, others' use of the disk
+        // included in the next answer.
+        let room = free.saturating_sub(reserve);
+        self.staging_room
+            .store((room / 4).saturating_sub(growth), Ordering::Relaxed);
         if free < reserve.saturating_add(growth) {
             tracing::warn!(
                 free,

@@ -172,6 +172,9 @@ pub struct CubbyFs {
     known_dirty: std::sync::atomic::AtomicBool,
     /// When it was last saved.
     known_saved: Mutex<Option<std::time::Instant>>,
+    /// Bytes writes may still add to the staging area before its filesystem is asked
+    /// for its free space again (see `room_to_grow`).
+    staging_room: AtomicU64,
     manifests: Cache<(u64, u64), Arc<FileManifest>>,
     sync: sync::SyncState,
     kernel: std::sync::OnceLock<Box<dyn KernelCache>>,
@@ -341,6 +344,7 @@ impl CubbyFs {
                 .build(),
             known_dirty: std::sync::atomic::AtomicBool::new(false),
             known_saved: Mutex::new(None),
+            staging_room: AtomicU64::new(0),
             config,
         };
         match known {
