@@ -32,6 +32,8 @@ pub struct ChunkCache {
     max_bytes: u64,
     /// Bytes put since the last sweep of the folder.
     put_since_sweep: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// A sweep is under way (on a thread of its own).
+    sweeping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Bytes of verified chunks kept in memory.
@@ -74,6 +76,7 @@ impl ChunkCache {
             memory,
             max_bytes,
             put_since_sweep: std::sync::Arc::default(),
+            sweeping: std::sync::Arc::default(),
         };
         for fan in std::fs::read_dir(root)?.flatten() {
             let Ok(files) = std::fs::read_dir(fan.path()) else {
@@ -142,10 +145,39 @@ impl ChunkCache {
             .put_since_sweep
             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed)
             + data.len() as u64;
-        if put > self.max_bytes / 16 {
+        if put > self.max_bytes / 16
+            && !self
+                .sweeping
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             self.put_since_sweep
                 .store(0, std::sync::atomic::Ordering::Relaxed);
-            self.sweep();
+            // Not on the caller's thread, which may be serving a read or hold a file.
+            let cache = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("cubby-cache-sweep".into())
+                .spawn(move || {
+                    // Again while what was put meanwhile is due a sweep of its own.
+                    loop {
+                        cache.sweep();
+                        let put = cache
+                            .put_since_sweep
+                            .load(std::sync::atomic::Ordering::Relaxed);
+                        if put <= cache.max_bytes / 16 {
+                            break;
+                        }
+                        cache
+                            .put_since_sweep
+                            .store(0, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    cache
+                        .sweeping
+                        .store(false, std::sync::atomic::Ordering::Release);
+                });
+            if spawned.is_err() {
+                self.sweeping
+                    .store(false, std::sync::atomic::Ordering::Release);
+            }
         }
     }
 
@@ -164,34 +196,30 @@ impl ChunkCache {
                 .flatten()
                 .flatten()
             {
-                // Another mount's chunk being written.
-                if file.file_name().to_string_lossy().starts_with(".tmp-") {
+                // Only chunks (not another mount's chunk being written, nor anything
+                // else that is there).
+                let name = file.file_name();
+                let Some(hash) = name.to_str().and_then(|n| n.parse::<ContentHash>().ok()) else {
                     continue;
-                }
+                };
                 let Ok(meta) = file.metadata() else { continue };
                 let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
                 total += meta.len();
-                chunks.push((used, meta.len(), file.path()));
+                chunks.push((used, meta.len(), file.path(), hash));
             }
         }
         if total <= self.max_bytes {
             return;
         }
-        chunks.sort_by_key(|(used, _, _)| *used);
+        chunks.sort_by_key(|(used, ..)| *used);
         let goal = self.max_bytes / 10 * 9;
-        for (_, size, path) in chunks {
+        for (_, size, path, hash) in chunks {
             if total <= goal {
                 break;
             }
             if std::fs::remove_file(&path).is_ok() {
                 total -= size;
-                if let Some(hash) = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.parse::<ContentHash>().ok())
-                {
-                    self.index.invalidate(&hash);
-                }
+                self.index.invalidate(&hash);
             }
         }
     }

@@ -27,6 +27,9 @@ pub(super) const START_WAIT: Duration = Duration::from_secs(2);
 /// What is saved.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Known {
+    /// The server it was known from: a folder mounted from another server since is
+    /// not started from it.
+    pub server: String,
     pub root: Entry,
     pub entries: Vec<Entry>,
     pub listings: Vec<(u64, Vec<Entry>)>,
@@ -39,11 +42,12 @@ fn path(staging_dir: &Path) -> PathBuf {
     staging_dir.join("known").join("tree.json")
 }
 
-/// What an earlier run saved in `staging_dir`, if it can be read.
-pub(super) fn load(staging_dir: &Path) -> Option<Known> {
+/// What an earlier run saved in `staging_dir` from `server`, if it can be read.
+pub(super) fn load(staging_dir: &Path, server: &str) -> Option<Known> {
     let bytes = std::fs::read(path(staging_dir)).ok()?;
-    match serde_json::from_slice(&bytes) {
-        Ok(known) => Some(known),
+    match serde_json::from_slice::<Known>(&bytes) {
+        Ok(known) if known.server == server => Some(known),
+        Ok(_) => None,
         Err(error) => {
             tracing::warn!(%error, "what the last run knew of the tree is unreadable; ignored");
             None
@@ -86,6 +90,7 @@ impl CubbyFs {
             return;
         };
         let known = Known {
+            server: self.remote.server().to_owned(),
             root,
             entries: self.known_entries.iter().map(|(_, entry)| entry).collect(),
             listings: self

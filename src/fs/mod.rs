@@ -276,8 +276,11 @@ impl CubbyFs {
             .block_on(async { tokio::time::timeout(known::START_WAIT, remote.root()).await });
         let (root, known) = match reached {
             Ok(Ok(root)) => (root, None),
-            Ok(Err(error)) if error.code().is_some() => return Err(error.into()),
-            failed => match known::load(&config.staging_dir) {
+            // Only an unreachable server: an answer (a refused login, say) is the answer.
+            Ok(Err(error)) if !matches!(error, RemoteError::Transport(_)) => {
+                return Err(error.into());
+            }
+            failed => match known::load(&config.staging_dir, remote.server()) {
                 Some(known) => {
                     let why = match failed {
                         Ok(Err(error)) => error.to_string(),

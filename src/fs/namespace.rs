@@ -317,11 +317,16 @@ impl CubbyFs {
     /// removes `source`, whose inode becomes an alias of `target`.
     pub(super) fn save_over(&self, source: u64, target: u64) -> FsResult<()> {
         // The target's own waiting content came first: it becomes a version of its own.
+        // Content commits are not the rename's changes: they carry no key of its.
         if let Some(staged) = self.staged_copy(target) {
-            self.commit_staged(target, &staged, CommitPoint::Now)?;
+            replaying_with(None, || {
+                self.commit_staged(target, &staged, CommitPoint::Now)
+            })?;
         }
         if let Some(staged) = self.staged_copy(source) {
-            self.commit_staged(source, &staged, CommitPoint::Now)?;
+            replaying_with(None, || {
+                self.commit_staged(source, &staged, CommitPoint::Now)
+            })?;
         }
         let source = self.call(self.remote.entry(source))?;
         let target = self.call(self.remote.entry(target))?;

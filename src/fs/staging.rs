@@ -359,7 +359,10 @@ impl Staged {
         let mut name = self.path.as_os_str().to_owned();
         name.push(".snapshot");
         let path = PathBuf::from(name);
-        std::fs::copy(&self.path, &path)?;
+        if let Err(error) = std::fs::copy(&self.path, &path) {
+            let _ = std::fs::remove_file(&path);
+            return Err(error);
+        }
         Ok(Snapshot {
             path,
             generation: self.generation(),

@@ -272,9 +272,24 @@ impl CubbyFs {
     fn sync_step(&self) -> Result<bool, ()> {
         if !self.sync.is_online() {
             match self.block_on(self.remote.root()) {
+                // The account this mount started with (offline, from what it knew).
+                Ok(root) if root.id != self.root_id => {
+                    *lock(&self.sync.last_error) = Some(format!(
+                        "the server's root is entry {}, not {} as this folder knew it: \
+                         another account? Unmount and mount again",
+                        root.id, self.root_id
+                    ));
+                    return Err(());
+                }
                 Ok(_) => self.sync.came_online(),
                 Err(error) => {
-                    self.remote_failed(error);
+                    // Unreachable (offline), or an answer to show (a refused login).
+                    if let error @ (FsError::AccessDenied
+                    | FsError::Io(_)
+                    | FsError::Unavailable(_)) = self.remote_failed(error)
+                    {
+                        *lock(&self.sync.last_error) = Some(error.to_string());
+                    }
                     return Err(());
                 }
             }

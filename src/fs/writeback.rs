@@ -103,14 +103,25 @@ impl CubbyFs {
         let mut snapshot = None;
         let mut reads = 0;
         loop {
-            match self.commit_once(id, staged, point, snapshot.as_ref()) {
+            let tried = self.commit_once(id, staged, point, snapshot.as_ref());
+            let tried = match tried {
                 Err(FsError::Overtaken) if point == CommitPoint::Now => {
                     reads += 1;
-                    if reads >= READS_BEFORE_COPY {
-                        tracing::debug!(file = id, "writes keep coming: a copy is committed");
-                        snapshot = Some(staged.snapshot()?);
+                    if reads < READS_BEFORE_COPY {
+                        continue;
+                    }
+                    tracing::debug!(file = id, "writes keep coming: a copy is committed");
+                    match staged.snapshot() {
+                        Ok(copy) => {
+                            snapshot = Some(copy);
+                            continue;
+                        }
+                        Err(error) => Err(error.into()),
                     }
                 }
+                other => other,
+            };
+            match tried {
                 // The writer's close sends the state it leaves.
                 Err(FsError::Overtaken) => return Ok(()),
                 Err(error) => {
@@ -161,6 +172,10 @@ impl CubbyFs {
             if clean {
                 state.dirty = false;
                 state.modified_ns = None;
+            }
+            if state.pending() {
+                // A restart now bases what is left on the version just made.
+                staged.record_pending(&state, false)?;
             }
             drop(state);
         }
@@ -213,7 +228,10 @@ impl CubbyFs {
             staged.mark_closed(&mut state);
         }
         let generation = snapshot.map_or(state.closed_generation, |s| s.generation);
-        if state.dirty && snapshot.is_none() && staged.generation() != generation {
+        // Written since its last close: that state is gone, and the writer's close
+        // sends the next. (At `Now` a write since the mark is found by the read's check,
+        // which reads again.)
+        if point == CommitPoint::LastClose && state.dirty && staged.generation() != generation {
             return Ok(None);
         }
         staged.record_pending(&state, false)?;

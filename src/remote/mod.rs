@@ -161,6 +161,11 @@ impl Remote {
         self
     }
 
+    /// The server's base URL.
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

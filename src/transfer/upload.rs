@@ -426,9 +426,13 @@ async fn read_chunk(
         path: path.clone(),
         source: std::io::Error::other(e),
     })?
-    .map_err(|source| UploadError::Local {
-        path: path.clone(),
-        source,
+    .map_err(|source| match source.kind() {
+        // Cut short since it was planned: truncated meanwhile.
+        std::io::ErrorKind::UnexpectedEof => UploadError::ChangedDuringUpload(path.clone()),
+        _ => UploadError::Local {
+            path: path.clone(),
+            source,
+        },
     })?;
     if ContentHash::of(&data) != hash {
         return Err(UploadError::ChangedDuringUpload(path));
