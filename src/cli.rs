@@ -20,6 +20,14 @@ use crate::transfer::{self, Base};
 /// Exit code of an upload whose bytes went to a conflicted copy.
 pub const EXIT_CONFLICT: u8 = 3;
 
+/// A log filter (a level or RUST_LOG's syntax), refused here when it does not parse
+/// rather than ignored later.
+fn parse_log_filter(filter: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| filter.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// Cubby: a self-hosted, Dropbox-like file store.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -27,6 +35,11 @@ pub struct Cli {
     /// Configuration file (default: $CUBBY_CONFIG or ~/.config/cubby/config.json).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// What to log on stderr: a level (error, warn, info, debug, trace) or a filter in
+    /// RUST_LOG's syntax (`cubby=debug,fuser=warn`). Without it RUST_LOG is used, and
+    /// without that only warnings and errors.
+    #[arg(long, global = true, value_name = "FILTER", value_parser = parse_log_filter)]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod ingest;
 pub mod meta;
 pub mod notify;
+pub mod request_log;
 pub mod signing;
 pub mod workers;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     /// runs, so a token's account is read from the database once, not per request (a
     /// command that removes accounts must clear this).
     pub accounts_found: Arc<std::sync::RwLock<std::collections::HashSet<meta::UserId>>>,
+    /// Requests since the last summary line (see [`request_log`]).
+    pub requests: Arc<request_log::RequestTally>,
 }
 
 /// Why the server could not start.
@@ -84,6 +87,7 @@ pub fn open(config: ServerConfig) -> Result<AppState, StartError> {
         changes: Arc::new(ChangeNotifier::new()),
         dummy_hash: api::auth::dummy_hash(),
         accounts_found: Arc::default(),
+        requests: Arc::default(),
     })
 }
 
@@ -120,26 +124,11 @@ impl ChunkPresence for BlobPresence {
 
 /// The HTTP application.
 pub fn app(state: AppState) -> Router {
-    api::router(state).layer(axum::middleware::from_fn(log_request))
-}
-
-/// One log line per request: method, path, status, latency.
-async fn log_request(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    tracing::info!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
-    response
+    let tally = Arc::clone(&state.requests);
+    api::router(state).layer(axum::middleware::from_fn_with_state(
+        tally,
+        request_log::log_request,
+    ))
 }
 
 /// Serves `state` on `listener`, with the background workers, until `shutdown`
@@ -152,6 +141,7 @@ pub async fn serve(
     let workers = [
         tokio::spawn(workers::gc::run(state.clone())),
         tokio::spawn(workers::retention::run(state.clone())),
+        tokio::spawn(request_log::summarize(Arc::clone(&state.requests))),
     ];
     let changes = Arc::clone(&state.changes);
     let shutdown = async move {

@@ -11,10 +11,23 @@ use cubby_server::meta::{MetaError, MetaStore, SqliteMetaStore};
 use cubby_server::{ServerConfig, config};
 use tracing_subscriber::EnvFilter;
 
+/// A log filter (a level or RUST_LOG's syntax), refused here when it does not parse.
+fn parse_log_filter(filter: &str) -> Result<String, String> {
+    EnvFilter::try_new(filter)
+        .map(|_| filter.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// The Cubby server: versioned, content-addressed file storage over HTTP.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// What to log on stderr: a level (error, warn, info, debug, trace) or a filter in
+    /// RUST_LOG's syntax (`cubby_server=debug`). Without it RUST_LOG is used, and
+    /// without that INFO: starts, stops, logins, maintenance passes and one line a
+    /// minute counting requests (each request is logged at DEBUG, failures at WARN).
+    #[arg(long, global = true, value_name = "FILTER", value_parser = parse_log_filter)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,14 +100,17 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // --log-level first, then RUST_LOG, then INFO (a summary of requests a minute).
+    let filter = match cli.log_level.as_deref() {
+        Some(level) => EnvFilter::try_new(level).ok(),
+        None => EnvFilter::try_from_default_env().ok(),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(filter.unwrap_or_else(|| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

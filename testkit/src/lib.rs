@@ -57,6 +57,9 @@ pub struct TestServer {
     pub url: String,
     pub data: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// Where stderr goes, with the RUST_LOG to run under (unset when `None`), for tests
+    /// of what the server logs; without it, stderr is the test's and RUST_LOG is `warn`.
+    logged: Option<(PathBuf, Option<String>)>,
 }
 
 impl TestServer {
@@ -72,9 +75,32 @@ impl TestServer {
             url: String::new(),
             data,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            logged: None,
         };
         server.spawn();
         server
+    }
+
+    /// Starts a server whose stderr is kept (see [`TestServer::log`]), with `rust_log`
+    /// as RUST_LOG, or with none set.
+    pub fn start_logged(extra_args: &[&str], rust_log: Option<&str>) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let log = data.path().join("server-stderr.log");
+        let mut server = Self {
+            child: None,
+            url: String::new(),
+            data,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            logged: Some((log, rust_log.map(str::to_owned))),
+        };
+        server.spawn();
+        server
+    }
+
+    /// What a server started with [`TestServer::start_logged`] wrote on stderr so far.
+    pub fn log(&self) -> String {
+        let (path, _) = self.logged.as_ref().expect("started with start_logged");
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     fn spawn(&mut self) {
@@ -84,15 +110,29 @@ impl TestServer {
             .strip_prefix("http://")
             .unwrap_or("127.0.0.1:0")
             .to_owned();
-        let mut child = Command::new(server_bin())
+        let mut command = Command::new(server_bin());
+        command
             .args(["serve", "--listen", &listen, "--data"])
             .arg(self.data.path())
             .args(&self.extra_args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start cubby-server");
+            .stdout(Stdio::piped());
+        match &self.logged {
+            None => {
+                command.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+            }
+            Some((path, rust_log)) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the server's log");
+                command.env_remove("RUST_LOG").stderr(file);
+                if let Some(rust_log) = rust_log {
+                    command.env("RUST_LOG", rust_log);
+                }
+            }
+        }
+        let mut child = command.spawn().expect("start cubby-server");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -403,10 +443,38 @@ pub struct Mount {
     config: PathBuf,
     /// More arguments for `cubby mount`.
     args: Vec<String>,
+    /// Where stderr goes, under the mount's default log level, for tests of what the
+    /// mount logs; without it, stderr is the test's and RUST_LOG is `cubby=warn`.
+    log: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl Mount {
+    /// A mount at its default log level (no RUST_LOG), whose stderr is kept: see
+    /// [`Mount::log`].
+    pub fn start_logged(cubby: &Path, config: &Path) -> Self {
+        let state = tempfile::tempdir().expect("state dir");
+        let mut mount = Self {
+            dir: tempfile::tempdir().expect("mount dir"),
+            state: state.path().to_owned(),
+            _own_state: None,
+            cubby: cubby.to_owned(),
+            config: config.to_owned(),
+            args: Vec::new(),
+            log: Some(state.path().join("mount-stderr.log")),
+            child: None,
+        };
+        mount._own_state = Some(state);
+        mount.spawn();
+        mount
+    }
+
+    /// What a mount started with [`Mount::start_logged`] wrote on stderr so far.
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("started with start_logged");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     pub fn start(cubby: &Path, config: &Path) -> Self {
         let state = tempfile::tempdir().expect("state dir");
         let mut mount = Self::start_with_state(cubby, config, state.path(), &[]);
@@ -424,6 +492,7 @@ impl Mount {
             cubby: cubby.to_owned(),
             config: config.to_owned(),
             args: args.iter().map(|arg| arg.to_string()).collect(),
+            log: None,
             child: None,
         };
         mount.spawn();
@@ -462,7 +531,8 @@ impl Mount {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(&self.cubby)
+        let mut command = Command::new(&self.cubby);
+        command
             .arg("--config")
             .arg(&self.config)
             .arg("mount")
@@ -471,11 +541,19 @@ impl Mount {
             .arg(self.staging_dir())
             .args(["--cache-dir".as_ref(), self.cache_dir().as_os_str()])
             .args(self.args_but_cache_dir())
-            .env("RUST_LOG", "cubby=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start cubby mount");
+            .stdout(Stdio::null());
+        match &self.log {
+            None => command.env("RUST_LOG", "cubby=warn").stderr(Stdio::inherit()),
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the mount's log");
+                command.env_remove("RUST_LOG").stderr(file)
+            }
+        };
+        let child = command.spawn().expect("start cubby mount");
         self.child = Some(child);
         for _ in 0..200 {
             if is_mounted(self.dir.path()) {

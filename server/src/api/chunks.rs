@@ -215,7 +215,7 @@ pub async fn begin(
             });
         }
     }
-    tracing::info!(
+    tracing::debug!(
         user = user.id.0,
         upload = %id,
         chunks = chunks.len(),
@@ -357,7 +357,7 @@ pub async fn complete(
         Err(MetaError::ChunksMissing) => return Err(chunks_missing(&[])),
         Err(error) => return Err(error.into()),
     };
-    tracing::info!(user = user.id.0, upload = %session.id, file_id = entry.id, version = entry.version, "upload complete");
+    tracing::debug!(user = user.id.0, upload = %session.id, file_id = entry.id, version = entry.version, "upload complete");
     Ok(Json(UploadResponse {
         file_id: entry.id,
         version: entry.version,

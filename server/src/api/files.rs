@@ -142,7 +142,7 @@ pub async fn upload(
             state.presence(),
         )
         .await?;
-    tracing::info!(
+    tracing::debug!(
         user = user.id.0,
         ?location,
         file_id = entry.id,

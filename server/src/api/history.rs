@@ -55,7 +55,7 @@ pub async fn restore(
         .meta
         .restore_version(user.id, EntryId(id), request.version, base, device)
         .await?;
-    tracing::info!(
+    tracing::debug!(
         user = user.id.0,
         file_id = id,
         from = request.version,
