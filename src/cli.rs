@@ -51,6 +51,7 @@ pub enum Command {
         /// Server base URL.
         #[arg(long, env = "CUBBY_SERVER", default_value = DEFAULT_SERVER)]
         server: String,
+        /// The account to log in as.
         #[arg(long, env = "CUBBY_USER")]
         username: String,
         /// Read the password from the first line of stdin (else it is prompted for).
@@ -59,6 +60,7 @@ pub enum Command {
     },
     /// Upload a local file, sending only the chunks the server does not have.
     Upload {
+        /// The local file to send.
         local: PathBuf,
         /// Absolute path on the server, e.g. /docs/report.pdf.
         remote: String,
@@ -74,18 +76,23 @@ pub enum Command {
     },
     /// List the versions of a file, newest first.
     Versions {
+        /// Absolute path of the file on the server.
         remote: String,
+        /// Print the versions as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Make an old version current again (as a new version; history is kept).
     Restore {
+        /// Absolute path of the file on the server.
         remote: String,
+        /// The version to bring back (see `cubby versions`).
         #[arg(long)]
         version: u64,
     },
     /// Move a file or folder to the trash.
     Rm {
+        /// Absolute path on the server.
         remote: String,
         /// Folders with everything inside.
         #[arg(short, long)]
@@ -95,11 +102,13 @@ pub enum Command {
     Trash {
         #[command(subcommand)]
         action: Option<TrashAction>,
+        /// Print the listing as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Mount the store as a folder (runs until unmounted).
     Mount {
+        /// The folder to mount on (it must exist and be empty).
         dir: PathBuf,
         /// Where written files wait until committed (default: per mount point, under
         /// the user's data directory).
@@ -108,34 +117,42 @@ pub enum Command {
         /// The chunk cache (default: ~/.cache/cubby/chunks).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
-        /// Most MiB the chunk cache holds.
+        /// Most MiB the chunk cache holds (least recently used chunks go first).
         #[arg(long, default_value_t = 4096)]
         cache_mib: u64,
         /// MiB of the staging area's disk that writes leave free: a write that would
         /// take them fails with ENOSPC (0: none).
         #[arg(long, default_value_t = 512)]
         staging_reserve_mib: u64,
-        /// Let other users use the mount.
+        /// Let other users (and root) use the mount; needs `user_allow_other` in
+        /// /etc/fuse.conf unless run as root.
         #[arg(long)]
         allow_other: bool,
     },
     /// Unmount a mounted folder.
-    Unmount { dir: PathBuf },
+    Unmount {
+        /// The mounted folder.
+        dir: PathBuf,
+    },
     /// What a mount has not sent yet: online or offline, pending uploads and changes,
     /// conflicts, the last error.
     Status {
         /// The mounted folder, or a folder inside it (default: the current directory).
         dir: Option<PathBuf>,
+        /// Print the status as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Download a file from the server.
     Download {
+        /// Absolute path of the file on the server.
         remote: String,
+        /// Where to write it (replaced once the whole file has arrived).
         local: PathBuf,
         /// An older version instead of the current one.
         #[arg(long)]
         version: Option<u64>,
+        /// Print a JSON report instead of a summary.
         #[arg(long)]
         json: bool,
     },
@@ -145,6 +162,7 @@ pub enum Command {
 pub enum TrashAction {
     /// Bring back the most recently deleted entry that was at PATH.
     Restore {
+        /// The path the entry was deleted from.
         remote: String,
         /// Put it here instead of where it was.
         #[arg(long)]
@@ -454,5 +472,35 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument and option of every subcommand, by path, that `--help` shows with
+    /// no description.
+    fn undescribed(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            if sub.get_about().is_none() {
+                out.push(format!("{path} {} (the command itself)", sub.get_name()));
+            }
+            undescribed(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_option_has_a_description() {
+        let mut missing = Vec::new();
+        undescribed(&Cli::command(), "cubby", &mut missing);
+        assert!(missing.is_empty(), "no description in --help: {missing:?}");
     }
 }

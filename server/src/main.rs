@@ -18,6 +18,16 @@ fn parse_log_filter(filter: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The settings a bare `serve` runs with, shown as the options' defaults.
+fn defaults() -> ServerConfig {
+    ServerConfig::new(PathBuf::new())
+}
+
+/// A duration in days, as the options that count days take it.
+fn days(duration: Duration) -> f64 {
+    duration.as_secs_f64() / 86400.0
+}
+
 /// The Cubby server: versioned, content-addressed file storage over HTTP.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -46,39 +56,40 @@ enum Command {
         #[arg(long, env = "CUBBY_BLOB_DIR")]
         blob_dir: Option<PathBuf>,
         /// Largest upload body accepted, in bytes.
-        #[arg(long, env = "CUBBY_MAX_UPLOAD_BYTES")]
-        max_upload_bytes: Option<u64>,
-        /// Lifetime of login tokens, in seconds.
-        #[arg(long, env = "CUBBY_TOKEN_TTL_SECS")]
-        token_ttl_secs: Option<u64>,
+        #[arg(long, env = "CUBBY_MAX_UPLOAD_BYTES", default_value_t = defaults().max_upload_bytes)]
+        max_upload_bytes: u64,
+        /// Lifetime of login tokens, in seconds (a mount renews its token by itself).
+        #[arg(long, env = "CUBBY_TOKEN_TTL_SECS", default_value_t = defaults().token_ttl.as_secs())]
+        token_ttl_secs: u64,
         /// Days a login's refresh token stays valid without being used (each renewal
         /// of the login token moves it on).
-        #[arg(long, env = "CUBBY_REFRESH_DAYS")]
-        refresh_days: Option<f64>,
+        #[arg(long, env = "CUBBY_REFRESH_DAYS", default_value_t = days(defaults().refresh_ttl))]
+        refresh_days: f64,
         /// Lifetime of chunked-upload sessions and their signed URLs, in seconds.
-        #[arg(long, env = "CUBBY_UPLOAD_TTL_SECS")]
-        upload_ttl_secs: Option<u64>,
-        /// Seconds between garbage-collection passes.
-        #[arg(long, env = "CUBBY_GC_INTERVAL_SECS")]
-        gc_interval_secs: Option<u64>,
+        #[arg(long, env = "CUBBY_UPLOAD_TTL_SECS", default_value_t = defaults().upload_ttl.as_secs())]
+        upload_ttl_secs: u64,
+        /// Seconds between garbage-collection passes (expired uploads, unreferenced
+        /// chunks).
+        #[arg(long, env = "CUBBY_GC_INTERVAL_SECS", default_value_t = defaults().gc_interval.as_secs())]
+        gc_interval_secs: u64,
         /// Seconds an unreferenced chunk is kept before it may be collected.
-        #[arg(long, env = "CUBBY_GC_GRACE_SECS")]
-        gc_grace_secs: Option<u64>,
+        #[arg(long, env = "CUBBY_GC_GRACE_SECS", default_value_t = defaults().gc_grace.as_secs())]
+        gc_grace_secs: u64,
         /// Keep non-current versions this many days.
-        #[arg(long, env = "CUBBY_RETENTION_DAYS")]
-        retention_days: Option<f64>,
-        /// Keep at most this many versions per file.
-        #[arg(long, env = "CUBBY_RETENTION_MAX_VERSIONS")]
-        retention_max_versions: Option<u32>,
+        #[arg(long, env = "CUBBY_RETENTION_DAYS", default_value_t = days(defaults().retention_max_age))]
+        retention_days: f64,
+        /// Keep at most this many versions per file (the current one always stays).
+        #[arg(long, env = "CUBBY_RETENTION_MAX_VERSIONS", default_value_t = defaults().retention_max_versions)]
+        retention_max_versions: u32,
         /// Purge trashed entries after this many days.
-        #[arg(long, env = "CUBBY_TRASH_DAYS")]
-        trash_days: Option<f64>,
-        /// Seconds between retention passes.
-        #[arg(long, env = "CUBBY_RETENTION_INTERVAL_SECS")]
-        retention_interval_secs: Option<u64>,
+        #[arg(long, env = "CUBBY_TRASH_DAYS", default_value_t = days(defaults().trash_max_age))]
+        trash_days: f64,
+        /// Seconds between retention passes (old versions, trash).
+        #[arg(long, env = "CUBBY_RETENTION_INTERVAL_SECS", default_value_t = defaults().retention_interval.as_secs())]
+        retention_interval_secs: u64,
         /// Keep the change feed this many days (older cursors are told to reset).
-        #[arg(long, env = "CUBBY_CHANGES_DAYS")]
-        changes_days: Option<f64>,
+        #[arg(long, env = "CUBBY_CHANGES_DAYS", default_value_t = days(defaults().changes_max_age))]
+        changes_days: f64,
     },
     /// Manage users.
     User {
@@ -91,9 +102,12 @@ enum Command {
 enum UserCommand {
     /// Add a user. Without --password, the password is read from the first line of stdin.
     Add {
+        /// The new account's name: 1 to 64 of A-Z a-z 0-9 . _ -
         name: String,
+        /// The password (visible to other users in the process list: prefer stdin).
         #[arg(long)]
         password: Option<String>,
+        /// The server's state directory, as given to `serve`.
         #[arg(long, env = "CUBBY_DATA", default_value_os_t = ServerConfig::default_data_dir())]
         data: PathBuf,
     },
@@ -138,28 +152,20 @@ fn main() -> ExitCode {
             let mut config = ServerConfig::new(data);
             config.listen = listen;
             config.blob_dir = blob_dir;
-            if let Some(max) = max_upload_bytes {
-                config.max_upload_bytes = max;
-            }
-            let secs =
-                |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
-            config.token_ttl = secs(token_ttl_secs, config.token_ttl);
-            config.upload_ttl = secs(upload_ttl_secs, config.upload_ttl);
+            config.max_upload_bytes = max_upload_bytes;
+            let from_days = |days: f64| Duration::from_secs_f64(days.max(0.0) * 86400.0);
+            config.token_ttl = Duration::from_secs(token_ttl_secs);
+            config.upload_ttl = Duration::from_secs(upload_ttl_secs);
             config.gc_interval =
-                secs(gc_interval_secs, config.gc_interval).max(Duration::from_millis(100));
-            config.gc_grace = secs(gc_grace_secs, config.gc_grace);
-            let days = |value: Option<f64>, default: Duration| {
-                value.map_or(default, |d| Duration::from_secs_f64(d.max(0.0) * 86400.0))
-            };
-            config.retention_max_age = days(retention_days, config.retention_max_age);
-            config.trash_max_age = days(trash_days, config.trash_max_age);
-            config.refresh_ttl = days(refresh_days, config.refresh_ttl);
-            config.changes_max_age = days(changes_days, config.changes_max_age);
-            if let Some(max) = retention_max_versions {
-                config.retention_max_versions = max.max(1);
-            }
-            config.retention_interval = secs(retention_interval_secs, config.retention_interval)
-                .max(Duration::from_millis(100));
+                Duration::from_secs(gc_interval_secs).max(Duration::from_millis(100));
+            config.gc_grace = Duration::from_secs(gc_grace_secs);
+            config.retention_max_age = from_days(retention_days);
+            config.trash_max_age = from_days(trash_days);
+            config.refresh_ttl = from_days(refresh_days);
+            config.changes_max_age = from_days(changes_days);
+            config.retention_max_versions = retention_max_versions.max(1);
+            config.retention_interval =
+                Duration::from_secs(retention_interval_secs).max(Duration::from_millis(100));
             runtime.block_on(serve(config))
         }
         Command::User {
@@ -254,5 +260,35 @@ async fn add_user(data: PathBuf, name: String, password: Option<String>) -> Resu
         }
         Err(MetaError::UserExists) => Err(format!("user {name} exists")),
         Err(error) => Err(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument and option of every subcommand, by path, that `--help` shows with
+    /// no description.
+    fn undescribed(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            if sub.get_about().is_none() {
+                out.push(format!("{path} {} (the command itself)", sub.get_name()));
+            }
+            undescribed(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_option_has_a_description() {
+        let mut missing = Vec::new();
+        undescribed(&Cli::command(), "cubby-server", &mut missing);
+        assert!(missing.is_empty(), "no description in --help: {missing:?}");
     }
 }

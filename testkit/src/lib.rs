@@ -543,7 +543,9 @@ impl Mount {
             .args(self.args_but_cache_dir())
             .stdout(Stdio::null());
         match &self.log {
-            None => command.env("RUST_LOG", "cubby=warn").stderr(Stdio::inherit()),
+            None => command
+                .env("RUST_LOG", "cubby=warn")
+                .stderr(Stdio::inherit()),
             Some(path) => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
