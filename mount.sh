@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Cubby as a folder, in one command.
 #
-#   ./mount.sh DIR          build (when needed), start a local server on the embedded
-#                           defaults when none is configured, log in, and mount DIR
-#   ./mount.sh --stop DIR   unmount DIR and stop what this script started
+#   ./mount.sh DIR            build (when needed), start a local server on the embedded
+#                             defaults when none is configured, log in, and mount DIR
+#   ./mount.sh --status DIR   say which parts run: the local server, the mount, sync
+#   ./mount.sh --stop DIR     unmount DIR and stop the local server (once no mount of
+#                             this script's is left)
 #
-# Safe to run again: an existing mount or server is reused. State it creates:
+# Safe to run again, and the way to recover: each part (server, login, mount) is
+# checked, what runs is kept and what is down is started again (a local server that
+# died, a mount whose daemon died). State it creates:
 #   ~/.config/cubby/config.json        server and token (mode 0600)
 #   ~/.local/share/cubby-server/       the local server's data (SQLite + blobs)
 #   ~/.local/state/cubby/              pid files, logs, the local user's password
+#   ~/.local/bin/cubby                 a link to the client, for `cubby status DIR`
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")" && pwd)
@@ -23,11 +28,12 @@ explicit_listen=${CUBBY_LISTEN:-}
 listen=${CUBBY_LISTEN:-$(cat "$state/server.listen" 2>/dev/null || echo 127.0.0.1:8420)}
 
 die() { echo "mount.sh: $*" >&2; exit 1; }
-usage() { echo "usage: $0 DIR | $0 --stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 DIR | $0 --status DIR | $0 --stop DIR" >&2; exit 2; }
 
-stop=false
+action=mount
 case "${1:-}" in
-  --stop) stop=true; shift ;;
+  --stop) action=stop; shift ;;
+  --status) action=status; shift ;;
   -h|--help|"") usage ;;
 esac
 [ $# -eq 1 ] || usage
@@ -35,23 +41,90 @@ mkdir -p "$state"
 chmod 700 "$state"
 
 is_mounted() { awk -v d="$1" '$2 == d { found = 1 } END { exit !found }' /proc/mounts; }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { [ -f "$1" ] && runs "$(cat "$1")"; }
+# A process that runs (one that exited and waits for its parent to reap it does not).
+runs() { [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* (.*) Z' "/proc/$1/stat" 2>/dev/null; }
 key_of() { printf '%s' "$1" | sha256sum | cut -c1-16; }
 
-if $stop; then
+# The local server on this script's data directory, by pid, however it was started:
+# from the pid file when that process runs, else any `cubby-server serve` whose
+# command line or environment names the data directory (restarted by hand, say).
+local_server_pids() {
+  if alive "$state/server.pid"; then cat "$state/server.pid"; return; fi
+  local proc pid
+  for proc in /proc/[0-9]*; do
+    pid=${proc#/proc/}
+    tr '\0' '\n' <"$proc/cmdline" 2>/dev/null | grep -qx 'serve' || continue
+    tr '\0' '\n' <"$proc/cmdline" 2>/dev/null | head -n 1 | grep -q 'cubby-server$' || continue
+    if tr '\0' '\n' <"$proc/cmdline" 2>/dev/null | grep -qxF -e "$server_data" -e "--data=$server_data" ||
+      tr '\0' '\n' <"$proc/environ" 2>/dev/null | grep -qxF "CUBBY_DATA=$server_data"; then
+      echo "$pid"
+    fi
+  done
+}
+# A mounted folder whose daemon died answers "Transport endpoint is not connected".
+answers_as_mount() { stat "$1" >/dev/null 2>&1; }
+healthy() { curl -sf -o /dev/null --max-time 2 "http://$listen/healthz"; }
+answers() { curl -s -o /dev/null --max-time 2 "http://$listen/"; } # anything at all listens there
+configured_server() { sed -n 's/.*"server": *"\([^"]*\)".*/\1/p' "$config" 2>/dev/null | head -n 1; }
+
+if [ "$action" = status ]; then
+  dir=$(realpath -m "$1")
+  key=$(key_of "$dir")
+  pids=$(local_server_pids | tr '\n' ' ')
+  if [ -n "$pids" ]; then
+    if healthy; then echo "local server: running (pid ${pids% }) on $listen, data in $server_data"
+    else echo "local server: process ${pids% } runs but does not answer on $listen"; fi
+  elif [ -f "$state/local-password" ]; then
+    echo "local server: down (run $0 $1 to start it again)"
+  else
+    echo "local server: none (the configured server is ${CUBBY_SERVER:-$(configured_server)})"
+  fi
+  if ! is_mounted "$dir"; then
+    echo "mount: $dir is not mounted"
+  elif ! answers_as_mount "$dir"; then
+    echo "mount: $dir is mounted but its daemon is gone (run $0 $1 to mount it again)"
+  else
+    pid=$(cat "$state/mount-$key.pid" 2>/dev/null || echo "?")
+    echo "mount: $dir is mounted (daemon pid $pid)"
+    "$bin/cubby" --config "$config" status "$dir" | sed 's/^/  /'
+  fi
+  exit 0
+fi
+
+if [ "$action" = stop ]; then
   dir=$(realpath -m "$1")
   key=$(key_of "$dir")
   if is_mounted "$dir"; then
-    if command -v fusermount3 >/dev/null; then fusermount3 -u "$dir" || umount "$dir"; else umount "$dir"; fi
+    if command -v fusermount3 >/dev/null; then
+      fusermount3 -u "$dir" 2>/dev/null || fusermount3 -uz "$dir" || umount -l "$dir"
+    else
+      umount "$dir" 2>/dev/null || umount -l "$dir"
+    fi
     echo "unmounted $dir"
   else
     echo "$dir is not mounted"
   fi
   if alive "$state/mount-$key.pid"; then kill "$(cat "$state/mount-$key.pid")" || true; fi
   rm -f "$state/mount-$key.pid"
-  # Stop the local server when this script started it and no mount of ours remains.
-  if alive "$state/server.pid" && ! ls "$state"/mount-*.pid >/dev/null 2>&1; then
-    kill "$(cat "$state/server.pid")" && echo "stopped the local server"
+  for pidfile in "$state"/mount-*.pid; do # mounts that died leave no pid file behind
+    [ -f "$pidfile" ] && ! alive "$pidfile" && rm -f "$pidfile"
+  done
+  # Stop the local server once no mount of this script's remains: the one it started,
+  # or one started by hand on the same data directory.
+  if ! ls "$state"/mount-*.pid >/dev/null 2>&1; then
+    pids=$(local_server_pids)
+    if [ -n "$pids" ]; then
+      # shellcheck disable=SC2086
+      kill $pids 2>/dev/null || true
+      for _ in $(seq 50); do
+        running=false
+        for pid in $pids; do runs "$pid" && running=true; done
+        $running || break
+        sleep 0.1
+      done
+      echo "stopped the local server (pid $(echo $pids))"
+    fi
     rm -f "$state/server.pid"
   fi
   exit 0
@@ -67,23 +140,61 @@ command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rust
 
 dir=$(realpath -m "$1")
 key=$(key_of "$dir")
+mounted=false
 if is_mounted "$dir"; then
-  echo "$dir is already mounted"
-  exit 0
+  if answers_as_mount "$dir"; then
+    mounted=true
+  else
+    echo "$dir is mounted but its daemon is gone: unmounting it to mount again"
+    if alive "$state/mount-$key.pid"; then kill "$(cat "$state/mount-$key.pid")" || true; fi
+    fusermount3 -uz "$dir" 2>/dev/null || umount -l "$dir"
+    rm -f "$state/mount-$key.pid"
+  fi
+elif [ -f "$state/mount-$key.pid" ] && ! alive "$state/mount-$key.pid"; then
+  echo "the mount of $dir had stopped (its daemon died): mounting it again"
+  rm -f "$state/mount-$key.pid"
 fi
 mkdir -p "$dir"
 
-echo "building (release)..."
-(cd "$root" && cargo build --release --workspace --bins --quiet)
+if [ -x "$bin/cubby" ] && [ -x "$bin/cubby-server" ]; then
+  echo "building (release; only what changed)..."
+else
+  echo "building (release; the first build takes about 5 minutes on 2 cores)..."
+fi
+# cargo's own progress: a bar on a terminal, a line per crate otherwise.
+(cd "$root" && cargo build --release --workspace --bins) || die "the build failed (see above)"
 
-healthy() { curl -sf -o /dev/null "http://$listen/healthz"; }
-answers() { curl -s -o /dev/null "http://$listen/"; } # anything at all listens there
+# `cubby` on the PATH: a link in ~/.local/bin (never over a file that is not ours).
+link_client() {
+  local link=$HOME/.local/bin/cubby
+  if [ -e "$link" ] && ! [ -L "$link" ]; then
+    echo "note: $link exists and is not a link to this build; leaving it alone"
+    return
+  fi
+  mkdir -p "$HOME/.local/bin"
+  ln -sfn "$bin/cubby" "$link"
+  case ":$PATH:" in
+    *":$HOME/.local/bin:"*) ;;
+    *) echo "note: $HOME/.local/bin is not on your PATH; add it (export PATH=\"\$HOME/.local/bin:\$PATH\") to run cubby by name" ;;
+  esac
+}
+link_client
 
-# Starts the local server unless the one this script started runs. Never takes a
-# server it did not start for its own: another one on the address is said, and (unless
-# CUBBY_LISTEN asked for that address) the local server gets a free port instead.
+# Starts the local server unless the one this script started (or one on its data
+# directory) runs and answers. Never takes a server it did not start for its own:
+# another one on the address is said, and (unless CUBBY_LISTEN asked for that address)
+# the local server gets a free port instead.
 start_server() {
-  if alive "$state/server.pid" && healthy; then return 0; fi
+  local pids
+  pids=$(local_server_pids | tr '\n' ' ')
+  if [ -n "$pids" ] && healthy; then
+    echo "local server: running (pid ${pids% }) on $listen"
+    return 0
+  fi
+  [ -z "$pids" ] ||
+    die "a server on $server_data runs (pid ${pids% }) but does not answer on $listen; stop it ($0 --stop DIR) and run this again"
+  [ -f "$state/server.pid" ] && echo "local server: down; starting it again"
+  rm -f "$state/server.pid"
   local bind=$listen
   if answers; then
     [ -z "$explicit_listen" ] ||
@@ -127,7 +238,7 @@ local_login() {
 if [ ! -f "$config" ]; then
   start_server
   local_login
-elif alive "$state/server.pid" || [ -f "$state/local-password" ]; then
+elif [ -f "$state/local-password" ]; then
   # Our own local server: make sure it runs, and log in again if it moved (or the
   # login predates renewable ones).
   start_server
@@ -136,6 +247,10 @@ elif alive "$state/server.pid" || [ -f "$state/local-password" ]; then
   fi
 fi
 
+if $mounted; then
+  echo "$dir is already mounted"
+  exit 0
+fi
 nohup "$bin/cubby" --config "$config" mount "$dir" >>"$state/mount-$key.log" 2>&1 &
 echo $! >"$state/mount-$key.pid"
 for _ in $(seq 100); do

@@ -18,7 +18,7 @@ use crate::remote::Remote;
 use crate::transfer::{self, Base};
 
 /// Exit code of an upload whose bytes went to a conflicted copy.
-pub const EXIT_CONFLICT: u8 = 3;
+pub use crate::cli_error::{CliError, EXIT_CONFLICT};
 
 /// A log filter (a level or RUST_LOG's syntax), refused here when it does not parse
 /// rather than ignored later.
@@ -179,20 +179,35 @@ fn format_time(ns: i64) -> String {
     humantime::format_rfc3339_seconds(when).to_string()
 }
 
-async fn file_id(remote: &Remote, path: &RemotePath) -> Result<u64, String> {
-    match remote.stat(path).await.map_err(|e| e.to_string())? {
+async fn file_id(remote: &Remote, path: &RemotePath) -> Result<u64, CliError> {
+    match remote.stat(path).await? {
         Some(entry) => Ok(entry.id),
-        None => Err(format!("{path}: no such file on the server")),
+        None => Err(format!("{path}: no such file on the server").into()),
     }
 }
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
+    let json = cli.command.json();
     match dispatch(cli).await {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("cubby: {message}");
-            ExitCode::FAILURE
+        Err(error) => {
+            error.report(json);
+            ExitCode::from(error.exit)
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for JSON (its errors are JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Upload { json, .. }
+            | Command::Versions { json, .. }
+            | Command::Trash { json, .. }
+            | Command::Status { json, .. }
+            | Command::Download { json, .. } => *json,
+            _ => false,
         }
     }
 }
@@ -203,8 +218,8 @@ fn print_json(value: &impl Serialize) -> Result<(), String> {
     Ok(())
 }
 
-fn remote_from(config_path: &std::path::Path) -> Result<Remote, String> {
-    let config = ClientConfig::load(config_path).map_err(|e| e.to_string())?;
+fn remote_from(config_path: &std::path::Path) -> Result<Remote, CliError> {
+    let config = ClientConfig::load(config_path)?;
     let remote = Remote::new(&config.server, &config.token);
     Ok(match &config.refresh_token {
         Some(refresh) => remote.renewing(refresh, Some(config_path.to_owned())),
@@ -226,7 +241,7 @@ fn read_password(from_stdin: bool) -> Result<String, String> {
     rpassword::read_password().map_err(|e| e.to_string())
 }
 
-async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
+async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     let config_path = cli.config.unwrap_or_else(config::default_path);
     match cli.command {
         Command::Login {
@@ -235,9 +250,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             password_stdin,
         } => {
             let password = read_password(password_stdin)?;
-            let login = Remote::login(&server, &username, &password)
-                .await
-                .map_err(|e| e.to_string())?;
+            let login = Remote::login(&server, &username, &password).await?;
             let config = ClientConfig {
                 server: server.trim_end_matches('/').to_owned(),
                 username: username.clone(),
@@ -266,9 +279,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
                 (None, false) => Base::Latest,
             };
             let progress = Progress::new(!json);
-            let report = transfer::upload(&remote, &local, &path, base, &progress)
-                .await
-                .map_err(|e| e.to_string())?;
+            let report = transfer::upload(&remote, &local, &path, base, &progress).await?;
             if json {
                 print_json(&report)?;
             }
@@ -347,7 +358,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             let remote = remote_from(&config_path)?;
             let path = parse_remote(&remote_path)?;
             let id = file_id(&remote, &path).await?;
-            let history = remote.versions(id).await.map_err(|e| e.to_string())?;
+            let history = remote.versions(id).await?;
             if json {
                 print_json(&history)?;
             } else {
@@ -381,10 +392,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             let remote = remote_from(&config_path)?;
             let path = parse_remote(&remote_path)?;
             let id = file_id(&remote, &path).await?;
-            let entry = remote
-                .restore(id, version, None)
-                .await
-                .map_err(|e| e.to_string())?;
+            let entry = remote.restore(id, version, None).await?;
             println!(
                 "restored {path} version {version} as version {}",
                 entry.version
@@ -397,16 +405,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
         } => {
             let remote = remote_from(&config_path)?;
             let path = parse_remote(&remote_path)?;
-            let done = remote
-                .delete(&path, recursive)
-                .await
-                .map_err(|e| e.to_string())?;
+            let done = remote.delete(&path, recursive).await?;
             println!("moved {path} to the trash ({} entries)", done.deleted);
             Ok(ExitCode::SUCCESS)
         }
         Command::Trash { action: None, json } => {
             let remote = remote_from(&config_path)?;
-            let trash = remote.trash().await.map_err(|e| e.to_string())?;
+            let trash = remote.trash().await?;
             if json {
                 print_json(&trash)?;
             } else {
@@ -432,16 +437,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             let remote = remote_from(&config_path)?;
             let path = parse_remote(&remote_path)?;
             let to = to.as_deref().map(parse_remote).transpose()?;
-            let trash = remote.trash().await.map_err(|e| e.to_string())?;
+            let trash = remote.trash().await?;
             let item = trash
                 .items
                 .iter()
                 .find(|item| item.path == path.to_string())
                 .ok_or_else(|| format!("{path} is not in the trash"))?;
-            let entry = remote
-                .restore_trash(item.entry.id, to.as_ref())
-                .await
-                .map_err(|e| e.to_string())?;
+            let entry = remote.restore_trash(item.entry.id, to.as_ref()).await?;
             println!("restored {path} (id {})", entry.id);
             Ok(ExitCode::SUCCESS)
         }
@@ -456,9 +458,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
                 .parse()
                 .map_err(|e| format!("{remote_path}: {e}"))?;
             let progress = Progress::new(!json);
-            let report = transfer::download(&remote, &path, version, &local, &progress)
-                .await
-                .map_err(|e| e.to_string())?;
+            let report = transfer::download(&remote, &path, version, &local, &progress).await?;
             if json {
                 print_json(&report)?;
             } else {

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod cli_error;
 pub mod config;
 pub mod conflict;
 pub mod fs;

@@ -128,6 +128,7 @@ pub async fn mount(
     let ended = tokio::task::spawn_blocking(move || session.run())
         .await
         .map_err(|e| e.to_string())?;
+    fs.unmounted();
     // What it knows of the tree, for a next start without the server.
     let saving = Arc::clone(&fs);
     let _ = tokio::task::spawn_blocking(move || saving.save_known(true)).await;

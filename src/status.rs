@@ -48,7 +48,11 @@ pub fn describe(root: &Path, status: &SyncStatus) -> String {
         }
     }
     if status.retries > 0 {
-        let _ = writeln!(out, "retries: {}", status.retries);
+        let _ = writeln!(
+            out,
+            "retries since sync last went through: {}",
+            status.retries
+        );
     }
     for conflict in &status.conflicts {
         let _ = writeln!(
@@ -57,8 +61,23 @@ pub fn describe(root: &Path, status: &SyncStatus) -> String {
             conflict.file, conflict.copy
         );
     }
-    if let Some(error) = &status.last_error {
-        let _ = writeln!(out, "last error: {error}");
+    match &status.last_error_note {
+        Some(note) if note.current => {
+            let _ = writeln!(out, "last error ({}): {}", note.at, note.message);
+        }
+        Some(note) => {
+            let _ = writeln!(
+                out,
+                "earlier error ({}, resolved since): {}",
+                note.at, note.message
+            );
+        }
+        // A daemon from before errors had times.
+        None => {
+            if let Some(error) = &status.last_error {
+                let _ = writeln!(out, "last error: {error}");
+            }
+        }
     }
     out
 }

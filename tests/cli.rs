@@ -195,7 +195,7 @@ fn clear_errors() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cubby login"));
     // Wrong password.
     let mut child = Command::new(env!("CARGO_BIN_EXE_cubby"))
@@ -214,7 +214,7 @@ fn clear_errors() {
         .unwrap();
     child.stdin.take().unwrap().write_all(b"wrong\n").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(5));
     assert!(!dir.path().join("c.json").exists());
 }
 
@@ -272,4 +272,52 @@ fn versions_restore_rm_and_trash() {
     assert_eq!(std::fs::read(&back).unwrap(), b"first\n");
     let out = cli.run(&["trash", "restore", "/notes"]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn errors_say_which_server_and_what_to_try_and_are_json_with_json() {
+    let mut server = TestServer::start();
+    let cli = Cli::login(&server, "alice");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("off.txt");
+    std::fs::write(&local, b"not sent").unwrap();
+    server.stop();
+
+    let (out, report) = cli.upload(&local, "/off.txt", &[]);
+    assert_eq!(out.status.code(), Some(4), "{report}");
+    let error = &report["error"];
+    assert_eq!(error["code"], "unreachable", "{report}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(&server.url) && !message.contains("/upload"),
+        "names the server, not the request: {message}"
+    );
+    assert!(
+        error["hint"].as_str().unwrap().contains("mount.sh"),
+        "{report}"
+    );
+
+    let out = cli.run(&["versions", "/off.txt"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(out.stdout.is_empty());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("cannot reach the server at"), "{said}");
+    assert!(said.contains("try: "), "{said}");
+
+    server.resume();
+    let out = cli.run(&["download", "/missing.txt", "/tmp/missing.txt", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["error"]["code"], "not_found", "{report}");
+
+    let nobody = dir.path().join("nobody.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_cubby"))
+        .arg("--config")
+        .arg(&nobody)
+        .args(["download", "/x", "/tmp/x", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["error"]["code"], "not_logged_in", "{report}");
 }

@@ -42,3 +42,60 @@ fn ordinary_copies_leave_the_mounts_log_empty() {
         "the mount's log after ordinary copies:\n{log}"
     );
 }
+
+#[test]
+fn status_shows_an_error_as_past_once_sync_recovers() {
+    if !fuse_available("status_shows_an_error_as_past_once_sync_recovers") {
+        return;
+    }
+    let mut setup = setup();
+    let mount = mount(&setup);
+    let root = mount.path();
+    sh(root, "echo before > before.txt");
+    wait_synced(root, std::time::Duration::from_secs(20));
+    setup.server.stop();
+    fs::write(
+        root.join("while-down.txt"),
+        "written while the server was down\n",
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let down = loop {
+        let now = status(root);
+        if now["online"] == false && now["last_error"].is_string() && now["retries"] != 0 {
+            break now;
+        }
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "never offline with an error: {now}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(down["last_error_note"]["current"], true, "{down}");
+    assert!(down["last_error_note"]["at"].is_string(), "{down}");
+    let text = status_text(root);
+    assert!(text.contains("last error ("), "{text}");
+
+    setup.server.resume();
+    let synced = wait_synced(root, std::time::Duration::from_secs(30));
+    // The next pass that goes through clears what no longer holds.
+    let start = std::time::Instant::now();
+    let now = loop {
+        let now = status(root);
+        if now["last_error"].is_null() || start.elapsed().as_secs() > 10 {
+            break now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        now["last_error"].is_null(),
+        "still a current error: {now} (synced: {synced})"
+    );
+    assert_eq!(now["retries"], 0, "{now}");
+    assert!(now["retries_total"].as_u64().unwrap() > 0, "{now}");
+    assert_eq!(now["last_error_note"]["current"], false, "{now}");
+    let text = status_text(root);
+    assert!(text.contains("everything is synced"), "{text}");
+    assert!(!text.contains("last error"), "{text}");
+    assert!(text.contains("resolved since"), "{text}");
+}

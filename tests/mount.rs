@@ -397,7 +397,7 @@ fn a_write_the_server_missed_is_committed_by_the_next_mount() {
     let text = status_text(mount.path());
     assert!(text.contains(": offline"), "{text}");
     assert!(text.contains("doc.txt"), "{text}");
-    assert!(text.contains("last error:"), "{text}");
+    assert!(text.contains("last error ("), "{text}");
     assert_eq!(offline["pending_bytes"], edit.len(), "{offline}");
     assert!(offline["last_error"].is_string(), "{offline}");
     mount.stop();

@@ -284,7 +284,16 @@ async fn tampered_and_expired_urls_are_forbidden() {
     let response = alice.http.get(alice.url(&chunk.url)).send().await.unwrap();
     assert!(response.status().is_client_error());
     assert!(server.blob_files().is_empty());
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past the session's expiry (whole seconds, rounded up from its 2 s).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let expires = Duration::from_secs(begun.expires_at as u64);
+    assert!(
+        expires >= now + Duration::from_millis(1500),
+        "lives its TTL"
+    );
+    tokio::time::sleep(expires - now + Duration::from_millis(100)).await;
     let response = put(&alice, &chunk.url, body).await;
     expect_error(response, StatusCode::FORBIDDEN, ErrorCode::Forbidden).await;
     let response = complete_raw(&alice, &begun.upload_id).await;

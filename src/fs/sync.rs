@@ -45,8 +45,13 @@ pub struct SyncState {
     uploads: Mutex<VecDeque<u64>>,
     wake: Condvar,
     woken: Mutex<bool>,
+    /// Failed attempts since the last pass that went through.
     retries: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    retries_total: AtomicU64,
+    /// Set once the mount is unmounted: the runtime goes away under requests in flight,
+    /// which is no outage to report.
+    stopping: std::sync::atomic::AtomicBool,
+    last_error: Mutex<Option<ErrorNote>>,
     conflicts: Mutex<Vec<ConflictNote>>,
     conflicted: Mutex<HashSet<u64>>,
     /// Held while the journal is replayed.
@@ -66,6 +71,8 @@ impl Default for SyncState {
             wake: Condvar::new(),
             woken: Mutex::new(false),
             retries: AtomicU64::new(0),
+            retries_total: AtomicU64::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             last_error: Mutex::new(None),
             conflicts: Mutex::new(Vec::new()),
             conflicted: Mutex::new(HashSet::new()),
@@ -85,12 +92,45 @@ impl SyncState {
         self.online.subscribe()
     }
 
+    /// The mount was unmounted: what fails from now on is the shutdown's doing.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
     pub fn went_offline(&self, why: &str) {
+        if self.stopping.load(Ordering::Relaxed) {
+            tracing::debug!(error = why, "request failed while unmounting");
+            self.online.send_replace(false);
+            return;
+        }
         if self.online.send_replace(false) {
             tracing::warn!(error = why, "server unreachable: working offline");
         }
-        *lock(&self.last_error) = Some(why.to_owned());
+        self.note_error(why);
         self.kick();
+    }
+
+    /// Something failed now: it is the status's current error, with its time.
+    pub fn note_error(&self, message: impl Into<String>) {
+        *lock(&self.last_error) = Some(ErrorNote {
+            message: message.into(),
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            current: true,
+        });
+    }
+
+    fn failed_attempt(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.retries_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A pass of the worker went through with nothing failing: the last error is past,
+    /// and the count of retries starts again.
+    fn went_through(&self) {
+        self.retries.store(0, Ordering::Relaxed);
+        if let Some(note) = lock(&self.last_error).as_mut() {
+            note.current = false;
+        }
     }
 
     fn came_online(&self) {
@@ -155,6 +195,16 @@ impl SyncState {
     }
 }
 
+/// An error the worker met, and when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorNote {
+    pub message: String,
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+    /// Whether it still holds: false once a later pass went through.
+    pub current: bool,
+}
+
 /// A write that lost a race: its bytes are in `copy`, beside `file`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConflictNote {
@@ -183,10 +233,17 @@ pub struct SyncStatus {
     /// The first [`LISTED_UPLOADS`] of them (the status must fit in an attribute).
     pub pending_uploads: Vec<PendingUpload>,
     pub pending_bytes: u64,
-    /// Failed attempts to reach the server since the mount started.
+    /// Failed attempts since the last pass that went through (0 once sync works).
     pub retries: u64,
+    /// Failed attempts since the mount started.
+    #[serde(default)]
+    pub retries_total: u64,
     pub conflicts: Vec<ConflictNote>,
+    /// The error that holds now (`None` once a later pass went through).
     pub last_error: Option<String>,
+    /// The last error met, current or past, with its time.
+    #[serde(default)]
+    pub last_error_note: Option<ErrorNote>,
 }
 
 /// How long one poll of the change feed waits on the server (under the client's read
@@ -249,20 +306,31 @@ fn run(fs: Weak<CubbyFs>) {
         let Some(fs) = fs.upgrade() else { return };
         fs.save_known(false);
         match fs.sync_step() {
-            Ok(true) => backoff = BACKOFF_FIRST,
+            Ok(true) => {
+                backoff = BACKOFF_FIRST;
+                fs.sync.went_through();
+            }
             Ok(false) => {
                 backoff = BACKOFF_FIRST;
+                fs.sync.went_through();
                 let sync = Arc::clone(&fs);
                 drop(fs);
                 sync.sync.wait(Duration::from_secs(1));
             }
             Err(()) => {
-                fs.sync.retries.fetch_add(1, Ordering::Relaxed);
+                fs.sync.failed_attempt();
                 drop(fs);
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
+    }
+}
+
+impl CubbyFs {
+    /// The mount was unmounted: requests that fail from now on are not an outage.
+    pub fn unmounted(&self) {
+        self.sync.stopping();
     }
 }
 
@@ -274,7 +342,7 @@ impl CubbyFs {
             match self.block_on(self.remote.root()) {
                 // The account this mount started with (offline, from what it knew).
                 Ok(root) if root.id != self.root_id => {
-                    *lock(&self.sync.last_error) = Some(format!(
+                    self.sync.note_error(format!(
                         "the server's root is entry {}, not {} as this folder knew it: \
                          another account? Unmount and mount again",
                         root.id, self.root_id
@@ -288,7 +356,7 @@ impl CubbyFs {
                     | FsError::Io(_)
                     | FsError::Unavailable(_)) = self.remote_failed(error)
                     {
-                        *lock(&self.sync.last_error) = Some(error.to_string());
+                        self.sync.note_error(error.to_string());
                     }
                     return Err(());
                 }
@@ -314,7 +382,7 @@ impl CubbyFs {
                 }
                 Err(error) => {
                     tracing::warn!(file = id, %error, "upload failed; will retry");
-                    *lock(&self.sync.last_error) = Some(error.to_string());
+                    self.sync.note_error(error.to_string());
                     lock(&self.sync.uploads).push_back(id);
                     failed = true;
                 }
@@ -352,13 +420,13 @@ impl CubbyFs {
                     | FsError::NotPermitted),
                 ) => {
                     tracing::error!(?op, %error, "the server refused a journaled change; dropped");
-                    *lock(&self.sync.last_error) = Some(format!("{op:?}: {error}"));
+                    self.sync.note_error(format!("{op:?}: {error}"));
                     Applied::Unknown
                 }
                 // Unreachable, or refused for now (a 5xx, an expired token): later.
                 Err(error) => {
                     if !matches!(error, FsError::Offline) {
-                        *lock(&self.sync.last_error) = Some(error.to_string());
+                        self.sync.note_error(error.to_string());
                     }
                     return Err(error);
                 }
@@ -744,6 +812,7 @@ impl CubbyFs {
             })
             .collect();
         let pending_operations = self.journal.len();
+        let note = lock(&self.sync.last_error).clone();
         SyncStatus {
             online: self.sync.is_online(),
             queue_depth: pending_operations + pending_upload_count,
@@ -752,8 +821,13 @@ impl CubbyFs {
             pending_bytes,
             pending_uploads,
             retries: self.sync.retries.load(Ordering::Relaxed),
+            retries_total: self.sync.retries_total.load(Ordering::Relaxed),
             conflicts: lock(&self.sync.conflicts).clone(),
-            last_error: lock(&self.sync.last_error).clone(),
+            last_error: note
+                .as_ref()
+                .filter(|note| note.current)
+                .map(|note| note.message.clone()),
+            last_error_note: note,
         }
     }
 }

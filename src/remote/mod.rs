@@ -22,11 +22,32 @@ pub enum RemoteError {
     #[error("server: {} ({})", .body.error.message, .status)]
     Api { status: StatusCode, body: ErrorBody },
     /// The server could not be reached, or the connection broke.
-    #[error("cannot reach the server: {0}")]
+    #[error("cannot reach the server at {}: {}", server_of(.0), reason_of(.0))]
     Transport(#[from] reqwest::Error),
     /// The server answered something that is not the protocol.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+}
+
+/// The server's address (scheme, host, port) a failed request went to.
+pub fn server_of(error: &reqwest::Error) -> String {
+    error.url().map_or_else(
+        || "the configured address".to_owned(),
+        |url| url.origin().ascii_serialization(),
+    )
+}
+
+/// Why a request did not get through, in the words of the deepest cause ("Connection
+/// refused", "no answer in time") rather than reqwest's outer "error sending request".
+pub fn reason_of(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "no answer in time".to_owned();
+    }
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 impl RemoteError {

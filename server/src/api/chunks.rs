@@ -179,7 +179,10 @@ pub async fn begin(
     validate_chunks(&request, state.config.max_upload_bytes)?;
     let location = target(&state, user, &request).await?;
     let id = random_id()?;
-    let expires_at = unix_now() + state.config.upload_ttl.as_secs() as i64;
+    // Rounded up to the second: a session lives at least its TTL, also one begun at
+    // the end of a second.
+    let expires_ns = crate::meta::sqlite::now_ns() + state.config.upload_ttl.as_nanos() as i64;
+    let expires_at = (expires_ns as u64).div_ceil(1_000_000_000) as i64;
     let chunks: Vec<ChunkRef> = request
         .chunks
         .iter()
