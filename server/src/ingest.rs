@@ -20,7 +20,7 @@ use cubby_proto::chunking::{self, Chunk};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::blob::{BlobError, BlobStore};
+use crate::blob::{BlobError, BlobStore, PutOutcome};
 use crate::meta::{ChunkRef, NewContent};
 
 /// Buffers of the body waiting to be chunked.
@@ -63,8 +63,13 @@ impl Read for QueueReader {
     }
 }
 
-/// Reads `source` to its end, storing its chunks in `blobs`.
-pub async fn ingest<S, E>(blobs: &dyn BlobStore, source: S) -> Result<NewContent, IngestError<E>>
+/// Reads `source` to its end, storing its chunks in `blobs`. `created` gets the chunks
+/// this call stored that were not stored before (what a failed upload leaves behind).
+pub async fn ingest<S, E>(
+    blobs: &dyn BlobStore,
+    source: S,
+    created: &mut Vec<ContentHash>,
+) -> Result<NewContent, IngestError<E>>
 where
     S: Stream<Item = Result<Bytes, E>>,
 {
@@ -114,7 +119,9 @@ where
         let mut chunks = Vec::new();
         while let Some(chunk) = chunk_rx.recv().await {
             let size = chunk.data.len() as u32;
-            blobs.put(chunk.hash, Bytes::from(chunk.data)).await?;
+            if blobs.put(chunk.hash, Bytes::from(chunk.data)).await? == PutOutcome::Created {
+                created.push(chunk.hash);
+            }
             chunks.push(ChunkRef {
                 hash: chunk.hash,
                 size,

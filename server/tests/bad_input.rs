@@ -2,11 +2,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{TestServer, expect_error, files_under, random_bytes};
+use common::{SmallDisk, TestServer, expect_error, files_under, random_bytes};
 use cubby_proto::ErrorCode;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -245,35 +243,6 @@ async fn oversize_uploads_are_refused() {
     .await;
 }
 
-/// A tmpfs mounted for the length of a test, unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status();
-        match status {
-            Ok(s) if s.success() => Some(Self { dir }),
-            _ if common::must_run_privileged() => panic!("CI must be able to mount a tmpfs"),
-            _ => None,
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_disk_is_507_and_loses_nothing() {
     let Some(disk) = SmallDisk::mount("6m") else {
@@ -304,4 +273,39 @@ async fn a_full_disk_is_507_and_loses_nothing() {
     assert!(files_under(&blob_dir.join("tmp")).is_empty());
     assert_eq!(alice.download(kept.file_id).await, first);
     drop(server);
+}
+
+#[tokio::test]
+async fn a_refused_upload_leaves_no_chunk_and_succeeds_once_space_is_freed() {
+    let Some(disk) = SmallDisk::mount("8m") else {
+        eprintln!("skipping: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let blob_dir = disk.dir.path().join("blobs");
+    // GC would not touch the chunks for an hour: what goes, goes at the refusal.
+    let server = TestServer::start_logged(&["--blob-dir", blob_dir.to_str().unwrap()], None);
+    let alice = server.user("alice").await;
+    let first = random_bytes(1 << 20, 10);
+    alice.upload("/kept", &first, None).await;
+    let kept_chunks = files_under(&blob_dir.join("chunks"));
+    // Something else fills the disk.
+    let filler = disk.dir.path().join("filler");
+    std::fs::write(&filler, vec![7u8; 5 << 20]).unwrap();
+    let wanted = random_bytes(3 << 20, 11);
+    let response = alice.upload_raw("/wanted", wanted.clone(), None).await;
+    expect_error(
+        response,
+        StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::InsufficientStorage,
+    )
+    .await;
+    assert_eq!(
+        files_under(&blob_dir.join("chunks")),
+        kept_chunks,
+        "the refused upload's chunks are gone at once"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let done = alice.upload("/wanted", &wanted, None).await;
+    assert_eq!(alice.download(done.file_id).await, wanted);
+    assert!(server.log().contains("storage is full"), "{}", server.log());
 }

@@ -469,3 +469,55 @@ async fn abandoned_uploads_expire_and_their_chunks_are_collected() {
     assert_eq!(remaining, kept_sorted);
     assert_eq!(alice.download(done.file_id).await, kept);
 }
+
+#[tokio::test]
+async fn a_session_refused_for_a_full_disk_ends_and_its_chunks_go_at_once() {
+    let Some(disk) = common::SmallDisk::mount("8m") else {
+        eprintln!("skipping: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let blob_dir = disk.dir.path().join("blobs");
+    let server = TestServer::start_with(&["--blob-dir", blob_dir.to_str().unwrap()]);
+    let alice = server.user("alice").await;
+    upload(&alice, "/kept", None, &random_bytes(1 << 20, 40)).await;
+    let kept_chunks = common::files_under(&blob_dir.join("chunks"));
+    let filler = disk.dir.path().join("filler");
+    std::fs::write(&filler, vec![7u8; 5 << 20]).unwrap();
+    let wanted = random_bytes(3 << 20, 41);
+    let file = cut(&wanted);
+    let begun = begin(&alice, "/wanted", None, &file).await;
+    let mut refused = None;
+    for (at, chunk) in begun.missing.iter().enumerate() {
+        let response = put(&alice, &chunk.url, data_of(&file, &chunk.hash).to_vec()).await;
+        if response.status() != StatusCode::NO_CONTENT {
+            refused = Some(at);
+            expect_error(
+                response,
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorCode::InsufficientStorage,
+            )
+            .await;
+            break;
+        }
+    }
+    let refused = refused.expect("the disk filled up during the session");
+    assert!(
+        refused > 0,
+        "some chunks were stored before the disk was full"
+    );
+    assert_eq!(
+        common::files_under(&blob_dir.join("chunks")),
+        kept_chunks,
+        "the refused session's chunks are gone at once"
+    );
+    // The session is over: its other URLs and its completion are refused.
+    let late = &begun.missing[refused];
+    std::fs::remove_file(&filler).unwrap();
+    let response = put(&alice, &late.url, data_of(&file, &late.hash).to_vec()).await;
+    expect_error(response, StatusCode::NOT_FOUND, ErrorCode::UploadExpired).await;
+    let response = complete_raw(&alice, &begun.upload_id).await;
+    expect_error(response, StatusCode::NOT_FOUND, ErrorCode::UploadExpired).await;
+    // Once space is freed, the same upload goes through.
+    let (done, _) = upload(&alice, "/wanted", None, &wanted).await;
+    assert_eq!(alice.download(done.file_id).await, wanted);
+}

@@ -133,6 +133,24 @@ async fn upload_sessions(store: Arc<dyn MetaStore>) {
         Err(MetaError::NotFound)
     ));
     assert_eq!(store.expire_uploads(hours_from_now(0)).await.unwrap(), 1);
+    // A refused session ends at once and names its chunks; a committed one stays.
+    let refused = session("s4", "/h", None, &[b"r1", b"r2", b"r1"], hours_from_now(1));
+    store.begin_upload(a, refused).await.unwrap();
+    let mut ended = store.abort_upload("s4").await.unwrap();
+    ended.sort();
+    let mut expected = vec![ContentHash::of(b"r1"), ContentHash::of(b"r2")];
+    expected.sort();
+    assert_eq!(ended, expected);
+    assert!(matches!(
+        store.upload_state(a, "s4").await,
+        Err(MetaError::NotFound)
+    ));
+    assert!(store.abort_upload("s4").await.unwrap().is_empty());
+    assert!(store.abort_upload("s1").await.unwrap().is_empty());
+    assert_eq!(
+        store.upload_state(a, "s1").await.unwrap().committed,
+        Some((entry.id, 1))
+    );
 }
 
 async fn commits_check_presence(store: Arc<dyn MetaStore>) {

@@ -250,6 +250,39 @@ impl Drop for TestServer {
     }
 }
 
+#[derive(Debug)]
+/// A tmpfs mounted for the length of a test (a full disk on demand), unmounted when
+/// dropped, even when the test fails.
+pub struct SmallDisk {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts one of `size` (`8m`), or `None` when this user cannot mount (not root;
+    /// a failure in CI).
+    pub fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(Self { dir }),
+            _ if must_run_privileged() => panic!("CI must be able to mount a tmpfs"),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(read) = std::fs::read_dir(dir) else {

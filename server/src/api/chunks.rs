@@ -278,7 +278,26 @@ pub async fn put_chunk(
             data.len()
         )));
     }
-    state.blobs.put(hash, data).await?;
+    match state.blobs.put(hash, data).await {
+        Ok(_) => {}
+        Err(crate::blob::BlobError::Full) => {
+            // The session is refused: it ends now, and the chunks only it held go at
+            // once, so the user can retry as soon as space is freed.
+            let held = state.meta.abort_upload(&query.upload).await?;
+            let (held_count, deleted) = (
+                held.len(),
+                crate::workers::gc::collect_now(&state, held).await,
+            );
+            tracing::warn!(
+                upload = %query.upload,
+                session_chunks = held_count,
+                chunks_deleted = deleted,
+                "storage is full: an upload session was refused and what only it held deleted"
+            );
+            return Err(crate::blob::BlobError::Full.into());
+        }
+        Err(error) => return Err(error.into()),
+    }
     match state.meta.mark_received(&query.upload, hash).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(MetaError::NotFound) => Err(upload_expired()),

@@ -101,13 +101,29 @@ pub async fn upload(
                 return Err(ApiError::bad_request("more than one 'file' part"));
             }
             "file" => {
-                let stored = ingest(state.blobs.as_ref(), field)
-                    .await
-                    .map_err(|e| match e {
-                        IngestError::Source(e) => multipart_error(e),
-                        IngestError::Blob(e) => ApiError::from(e),
-                        IngestError::Chunking(e) => ApiError::internal(e),
-                    })?;
+                let mut created = Vec::new();
+                let stored = ingest(state.blobs.as_ref(), field, &mut created).await;
+                let stored = match stored {
+                    Ok(stored) => stored,
+                    Err(error) => {
+                        // What the refused (or broken-off) upload stored goes now.
+                        let brought = created.len();
+                        let deleted = crate::workers::gc::collect_now(&state, created).await;
+                        if let IngestError::Blob(crate::blob::BlobError::Full) = error {
+                            tracing::warn!(
+                                user = user.id.0,
+                                chunks_stored = brought,
+                                chunks_deleted = deleted,
+                                "storage is full: an upload was refused and what it stored deleted"
+                            );
+                        }
+                        return Err(match error {
+                            IngestError::Source(e) => multipart_error(e),
+                            IngestError::Blob(e) => ApiError::from(e),
+                            IngestError::Chunking(e) => ApiError::internal(e),
+                        });
+                    }
+                };
                 content = Some(stored);
             }
             other => {

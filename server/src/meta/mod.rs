@@ -454,6 +454,10 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// signature). `NotFound` if the session is unknown, expired, or lacks the chunk.
     async fn mark_received(&self, id: &str, hash: ContentHash) -> Result<(), MetaError>;
 
+    /// Ends session `id` before its time (refused or abandoned), unless it committed:
+    /// returns the hashes of its chunks (empty when there was no such open session).
+    async fn abort_upload(&self, id: &str) -> Result<Vec<ContentHash>, MetaError>;
+
     /// Deletes sessions that expired before `now_ns`; returns how many.
     async fn expire_uploads(&self, now_ns: i64) -> Result<u64, MetaError>;
 

@@ -413,6 +413,33 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
+    async fn abort_upload(&self, id: &str) -> Result<Vec<ContentHash>, MetaError> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let open = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM uploads WHERE id = ?1 AND committed_version IS NULL)",
+                params![id],
+                |r| r.get::<_, bool>(0),
+            )?;
+            if !open {
+                return Ok(Vec::new());
+            }
+            let hashes = {
+                let mut statement =
+                    tx.prepare("SELECT DISTINCT hash FROM upload_chunks WHERE upload_id = ?1")?;
+                let rows = statement.query_map(params![id], |r| r.get::<_, Vec<u8>>(0))?;
+                let mut hashes = Vec::new();
+                for row in rows {
+                    hashes.push(hash_from_blob(row?)?);
+                }
+                hashes
+            };
+            tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
+            Ok(hashes)
+        })
+        .await
+    }
+
     async fn expire_uploads(&self, now_ns: i64) -> Result<u64, MetaError> {
         self.write(move |tx| {
             Ok(tx.execute(

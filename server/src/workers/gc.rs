@@ -11,6 +11,14 @@
 //! transactions are serialised, so a commit never refers to a chunk being deleted. The
 //! grace period covers one-shot uploads, which store chunks before any metadata names
 //! them: a chunk put a moment ago is never a candidate.
+//!
+//! A refused or abandoned upload (a full disk, a client gone mid-body) does not wait
+//! for the grace: [`collect_now`] deletes, at once, the chunks it brought that nothing
+//! refers to, by the same transaction. Those are the chunks a one-shot upload created
+//! itself (not ones it found stored), or the chunks of a chunked session ended first;
+//! the user can retry as soon as space is freed. The one race left, another one-shot
+//! upload storing the same new chunk at that moment, costs that upload a clean
+//! `chunks_missing` refusal (its commit checks presence), never data.
 
 use std::time::{Duration, SystemTime};
 
@@ -81,4 +89,29 @@ pub async fn run_once(state: &AppState) -> Result<GcReport, String> {
         tokio::time::sleep(Duration::from_millis(0)).await;
     }
     Ok(report)
+}
+
+/// Deletes, now, those of `hashes` that no version and no live upload session refers
+/// to (see the module's docs); returns how many went.
+pub async fn collect_now(state: &AppState, hashes: Vec<cubby_proto::ContentHash>) -> u64 {
+    let runtime = tokio::runtime::Handle::current();
+    let mut deleted = 0;
+    for hash in hashes {
+        let blobs = state.blobs.clone();
+        let runtime = runtime.clone();
+        let delete = Box::new(move || {
+            runtime
+                .block_on(blobs.delete(hash))
+                .map(|()| true)
+                .map_err(|e| e.to_string())
+        });
+        match state.meta.collect_chunk(hash, delete).await {
+            Ok(true) => deleted += 1,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%hash, %error, "could not delete a refused upload's chunk")
+            }
+        }
+    }
+    deleted
 }
