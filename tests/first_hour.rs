@@ -99,3 +99,36 @@ fn status_shows_an_error_as_past_once_sync_recovers() {
     assert!(!text.contains("last error"), "{text}");
     assert!(text.contains("resolved since"), "{text}");
 }
+
+#[test]
+fn a_file_created_and_written_once_has_one_version() {
+    if !fuse_available("a_file_created_and_written_once_has_one_version") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    let root = mount.path();
+    sh(root, "echo 'first words' > notes.txt && mkdir -p d && cp notes.txt d/copy.txt");
+    wait_synced(root, std::time::Duration::from_secs(20));
+    for remote in ["/notes.txt", "/d/copy.txt"] {
+        let history = json_of(
+            std::process::Command::new(CUBBY)
+                .arg("--config")
+                .arg(&setup.config)
+                .args(["versions", remote, "--json"]),
+        );
+        let versions = history["versions"].as_array().unwrap();
+        assert_eq!(versions.len(), 1, "{remote}: {history}");
+        assert_eq!(versions[0]["size"], 12, "{remote}: {history}");
+    }
+    // A later edit is a version of its own, as always.
+    sh(root, "echo 'more words' >> notes.txt");
+    wait_synced(root, std::time::Duration::from_secs(20));
+    let history = json_of(
+        std::process::Command::new(CUBBY)
+            .arg("--config")
+            .arg(&setup.config)
+            .args(["versions", "/notes.txt", "--json"]),
+    );
+    assert_eq!(history["versions"].as_array().unwrap().len(), 2, "{history}");
+}

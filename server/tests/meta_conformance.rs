@@ -8,7 +8,7 @@ use cubby_proto::{ContentHash, RemotePath};
 use cubby_server::meta::{
     AttrChange, ChangeBatch, ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError,
     MetaStore, NewContent, RetentionPolicy, RetentionReport, SqliteMetaStore, StoredReply,
-    UploadSession, UserId, XattrMode,
+    UploadSession, UserId, VersionRecord, XattrMode,
 };
 
 fn path(p: &str) -> Location {
@@ -244,6 +244,69 @@ async fn users(store: Arc<dyn MetaStore>) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn a_create_and_its_first_content_are_one_version(store: Arc<dyn MetaStore>) {
+    let u = store.create_user("u", "h").await.unwrap();
+    let from = |device: &str, p: &str, base: Option<u64>, data: &[u8]| CommitRequest {
+        device: Some(device.to_owned()),
+        ..commit(p, base, data)
+    };
+    let numbers = |versions: Vec<VersionRecord>| -> Vec<u64> {
+        versions.into_iter().map(|v| v.number).collect()
+    };
+    // Created empty, then written, by one device: one version (numbered 2).
+    let made = store
+        .commit(u, from("laptop", "/f", None, b""), all())
+        .await
+        .unwrap();
+    let written = store
+        .commit(u, from("laptop", "/f", Some(1), b"content"), all())
+        .await
+        .unwrap();
+    assert_eq!(written.version, 2);
+    assert_eq!(
+        numbers(store.versions(u, EntryId(made.id)).await.unwrap()),
+        [2]
+    );
+    // Later versions are all kept, empty ones too.
+    store
+        .commit(u, from("laptop", "/f", Some(2), b""), all())
+        .await
+        .unwrap();
+    store
+        .commit(u, from("laptop", "/f", Some(3), b"again"), all())
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(store.versions(u, EntryId(made.id)).await.unwrap()),
+        [4, 3, 2]
+    );
+    // Written first from another device, or with content from the start: both kept.
+    let other = store
+        .commit(u, from("laptop", "/g", None, b""), all())
+        .await
+        .unwrap();
+    store
+        .commit(u, from("phone", "/g", Some(1), b"x"), all())
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(store.versions(u, EntryId(other.id)).await.unwrap()),
+        [2, 1]
+    );
+    let full = store
+        .commit(u, from("laptop", "/h", None, b"one"), all())
+        .await
+        .unwrap();
+    store
+        .commit(u, from("laptop", "/h", Some(1), b"two"), all())
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(store.versions(u, EntryId(full.id)).await.unwrap()),
+        [2, 1]
     );
 }
 
@@ -1183,6 +1246,7 @@ macro_rules! conformance {
 
             conformance!(@case users);
             conformance!(@case commits_and_versions);
+            conformance!(@case a_create_and_its_first_content_are_one_version);
             conformance!(@case users_are_isolated);
             conformance!(@case mkdir_and_children);
             conformance!(@case rename_rules);

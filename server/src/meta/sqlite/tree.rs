@@ -333,6 +333,17 @@ pub(super) fn commit_in(
             insert_owned.execute(params![user.0, chunk.hash.as_bytes(), chunk.size])?;
         }
     }
+    if number == 2 {
+        // A create and its first content are one version in the history: the empty
+        // version 1 a create made goes when the same device and user commit content on
+        // it (numbers go on from 2, so no cache takes the content for version 1).
+        tx.execute(
+            "DELETE FROM versions WHERE file_id = ?1 AND number = 1 AND size = 0
+               AND author_id = ?2 AND device IS ?3
+               AND NOT EXISTS (SELECT 1 FROM version_chunks WHERE file_id = ?1 AND number = 1)",
+            params![file_id, user.0, request.device],
+        )?;
+    }
     tx.execute(
         "UPDATE entries SET version = ?2, size = ?3, hash = ?4, mtime_ns = ?5, ctime_ns = ?5
          WHERE id = ?1",
