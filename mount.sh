@@ -51,14 +51,15 @@ key_of() { printf '%s' "$1" | sha256sum | cut -c1-16; }
 # command line or environment names the data directory (restarted by hand, say).
 local_server_pids() {
   if alive "$state/server.pid"; then cat "$state/server.pid"; return; fi
-  local proc pid
+  local proc args env
   for proc in /proc/[0-9]*; do
-    pid=${proc#/proc/}
-    tr '\0' '\n' <"$proc/cmdline" 2>/dev/null | grep -qx 'serve' || continue
-    tr '\0' '\n' <"$proc/cmdline" 2>/dev/null | head -n 1 | grep -q 'cubby-server$' || continue
-    if tr '\0' '\n' <"$proc/cmdline" 2>/dev/null | grep -qxF -e "$server_data" -e "--data=$server_data" ||
-      tr '\0' '\n' <"$proc/environ" 2>/dev/null | grep -qxF "CUBBY_DATA=$server_data"; then
-      echo "$pid"
+    args=$(tr '\0' '\n' <"$proc/cmdline" 2>/dev/null) || continue
+    case "${args%%$'\n'*}" in *cubby-server) ;; *) continue ;; esac
+    grep -qx 'serve' <<<"$args" || continue
+    env=$(tr '\0' '\n' <"$proc/environ" 2>/dev/null) || env=
+    if grep -qxF -e "$server_data" -e "--data=$server_data" <<<"$args" ||
+      grep -qxF "CUBBY_DATA=$server_data" <<<"$env"; then
+      echo "${proc#/proc/}"
     fi
   done
 }

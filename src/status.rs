@@ -68,7 +68,7 @@ pub fn describe(root: &Path, status: &SyncStatus) -> String {
         Some(note) => {
             let _ = writeln!(
                 out,
-                "earlier error ({}, resolved since): {}",
+                "earlier error ({}; sync has gone through since): {}",
                 note.at, note.message
             );
         }
