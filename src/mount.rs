@@ -128,7 +128,8 @@ pub async fn mount(
     let ended = tokio::task::spawn_blocking(move || session.run())
         .await
         .map_err(|e| e.to_string())?;
-    fs.unmounted();
+    let stopping = Arc::clone(&fs);
+    let _ = tokio::task::spawn_blocking(move || stopping.unmounted()).await;
     // What it knows of the tree, for a next start without the server.
     let saving = Arc::clone(&fs);
     let _ = tokio::task::spawn_blocking(move || saving.save_known(true)).await;

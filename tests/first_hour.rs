@@ -35,11 +35,25 @@ fn ordinary_copies_leave_the_mounts_log_empty() {
             out = local.path().join("out.bin").display(),
         ),
     );
+    // Unmounted while uploads are still going: nothing to report, nothing lost.
+    let pending = cubby_testkit::random_bytes(24 << 20, 17);
+    fs::write(mount.path().join("pending.bin"), &pending).unwrap();
+    sh(
+        mount.path(),
+        "for i in $(seq 50); do echo $i > small-$i.txt; done",
+    );
     mount.stop();
     let log = mount.log();
     assert!(
-        !log.contains("Not Implemented") && !log.contains("WARN"),
-        "the mount's log after ordinary copies:\n{log}"
+        !log.contains("Not Implemented") && !log.contains("WARN") && !log.contains("panicked"),
+        "the mount's log after ordinary copies and an unmount with uploads going:\n{log}"
+    );
+    mount.restart();
+    wait_synced(mount.path(), std::time::Duration::from_secs(60));
+    assert_eq!(fs::read(mount.path().join("pending.bin")).unwrap(), pending);
+    assert_eq!(
+        fs::read_to_string(mount.path().join("small-50.txt")).unwrap(),
+        "50\n"
     );
 }
 

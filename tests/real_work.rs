@@ -362,7 +362,10 @@ fn every_committed_version_is_a_state_the_file_had_at_a_close() {
             .collect();
         let listed = cli_json(&setup, &["versions", &format!("/{name}"), "--json"]);
         let versions = listed["versions"].as_array().unwrap();
-        assert!(versions.len() >= 2, "{name}: {listed}");
+        assert!(
+            versions.iter().any(|version| version["size"] != 0),
+            "{name}: no content was committed: {listed}"
+        );
         for version in versions {
             let hash: ContentHash = version["hash"].as_str().unwrap().parse().unwrap();
             let empty = version["size"] == 0;

@@ -51,6 +51,8 @@ pub struct SyncState {
     /// Set once the mount is unmounted: the runtime goes away under requests in flight,
     /// which is no outage to report.
     stopping: std::sync::atomic::AtomicBool,
+    /// Whether the sync worker's thread runs (it ends once `stopping` is set).
+    worker_running: Arc<std::sync::atomic::AtomicBool>,
     last_error: Mutex<Option<ErrorNote>>,
     conflicts: Mutex<Vec<ConflictNote>>,
     conflicted: Mutex<HashSet<u64>>,
@@ -73,6 +75,7 @@ impl Default for SyncState {
             retries: AtomicU64::new(0),
             retries_total: AtomicU64::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            worker_running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             last_error: Mutex::new(None),
             conflicts: Mutex::new(Vec::new()),
             conflicted: Mutex::new(HashSet::new()),
@@ -92,9 +95,16 @@ impl SyncState {
         self.online.subscribe()
     }
 
-    /// The mount was unmounted: what fails from now on is the shutdown's doing.
+    /// The mount was unmounted: what fails from now on is the shutdown's doing. Calls
+    /// waiting on the server give up (as when it goes offline) and the worker ends.
     pub fn stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        self.online.send_replace(false);
+        self.kick();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     pub fn went_offline(&self, why: &str) {
@@ -259,6 +269,7 @@ const FEED_BATCHING: Duration = Duration::from_millis(250);
 pub fn start(fs: &Arc<CubbyFs>) {
     let weak = Arc::downgrade(fs);
     let _ = fs.this.set(weak.clone());
+    fs.sync.worker_running.store(true, Ordering::Relaxed);
     std::thread::Builder::new()
         .name("cubby-sync".into())
         .spawn(move || run(weak))
@@ -300,10 +311,25 @@ async fn follow(fs: Weak<CubbyFs>) {
     }
 }
 
+/// Says the worker has ended when dropped (also when it panics).
+struct WorkerEnds(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for WorkerEnds {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 fn run(fs: Weak<CubbyFs>) {
+    let Some(strong) = fs.upgrade() else { return };
+    let _ends = WorkerEnds(Arc::clone(&strong.sync.worker_running));
+    drop(strong);
     let mut backoff = BACKOFF_FIRST;
     loop {
         let Some(fs) = fs.upgrade() else { return };
+        if fs.sync.is_stopping() {
+            return;
+        }
         fs.save_known(false);
         match fs.sync_step() {
             Ok(true) => {
@@ -319,8 +345,12 @@ fn run(fs: Weak<CubbyFs>) {
             }
             Err(()) => {
                 fs.sync.failed_attempt();
+                let sync = Arc::clone(&fs);
                 drop(fs);
-                std::thread::sleep(backoff);
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !sync.sync.is_stopping() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
@@ -328,9 +358,15 @@ fn run(fs: Weak<CubbyFs>) {
 }
 
 impl CubbyFs {
-    /// The mount was unmounted: requests that fail from now on are not an outage.
+    /// The mount was unmounted: requests that fail from now on are not an outage, and
+    /// the sync worker ends before the runtime it calls through goes away (what it has
+    /// not sent stays staged and journaled for the next mount).
     pub fn unmounted(&self) {
         self.sync.stopping();
+        let until = Instant::now() + Duration::from_secs(10);
+        while self.sync.worker_running.load(Ordering::Relaxed) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
