@@ -268,27 +268,9 @@ mod help_tests {
     use super::*;
     use clap::CommandFactory;
 
-    /// Every argument and option of every subcommand, by path, that `--help` shows with
-    /// no description.
-    fn undescribed(command: &clap::Command, path: &str, out: &mut Vec<String>) {
-        for arg in command.get_arguments() {
-            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
-            if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
-                out.push(format!("{path} {}", arg.get_id()));
-            }
-        }
-        for sub in command.get_subcommands() {
-            if sub.get_about().is_none() {
-                out.push(format!("{path} {} (the command itself)", sub.get_name()));
-            }
-            undescribed(sub, &format!("{path} {}", sub.get_name()), out);
-        }
-    }
-
     #[test]
     fn every_argument_and_option_has_a_description() {
-        let mut missing = Vec::new();
-        undescribed(&Cli::command(), "cubby-server", &mut missing);
+        let missing = cubby_testkit::undescribed_arguments(&Cli::command(), "cubby-server");
         assert!(missing.is_empty(), "no description in --help: {missing:?}");
     }
 }

@@ -652,3 +652,23 @@ impl Drop for Mount {
         }
     }
 }
+
+/// Every argument, option and subcommand of `command` (by path from `name`) that
+/// `--help` shows with no description.
+pub fn undescribed_arguments(command: &clap::Command, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for arg in command.get_arguments() {
+        let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+        if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+            out.push(format!("{name} {}", arg.get_id()));
+        }
+    }
+    for sub in command.get_subcommands() {
+        let path = format!("{name} {}", sub.get_name());
+        if sub.get_about().is_none() {
+            out.push(format!("{path} (the command itself)"));
+        }
+        out.extend(undescribed_arguments(sub, &path));
+    }
+    out
+}
