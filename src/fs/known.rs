@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use cubby_proto::api::{Entry, FileManifest};
 use serde::{Deserialize, Serialize};
 
+use super::listing::Listing;
 use super::{CubbyFs, lock};
 
 /// Least time between two saves.
@@ -67,7 +68,8 @@ impl CubbyFs {
             self.known_entries.insert(entry.id, entry);
         }
         for (dir, listing) in known.listings {
-            self.known_listings.insert(dir, Arc::new(listing));
+            self.known_listings
+                .insert(dir, Listing::from_entries(listing));
         }
         for manifest in known.manifests {
             self.manifests
@@ -96,7 +98,7 @@ impl CubbyFs {
             listings: self
                 .known_listings
                 .iter()
-                .map(|(dir, listing)| (*dir, (*listing).clone()))
+                .map(|(dir, listing)| (*dir, listing.to_vec()))
                 .collect(),
             manifests: self
                 .manifests

@@ -36,6 +36,7 @@ mod handles;
 mod heartbeat;
 mod journal;
 mod known;
+mod listing;
 mod namespace;
 mod overlay;
 mod staging;
@@ -141,7 +142,7 @@ pub struct CubbyFs {
     /// Renamed-over inodes, now naming another entry.
     aliases: Mutex<HashMap<u64, u64>>,
     entries: Cache<u64, Entry>,
-    listings: Cache<u64, Arc<Vec<Entry>>>,
+    listings: Cache<u64, listing::Listing>,
     /// Held while a cached listing is edited or replaced (after the overlay's lock).
     listing_edits: Mutex<()>,
     chunks: ChunkCache,
@@ -167,7 +168,7 @@ pub struct CubbyFs {
     /// The last entries, listings and manifests seen, with no expiry: what the mount
     /// shows while the server is unreachable.
     known_entries: Cache<u64, Entry>,
-    known_listings: Cache<u64, Arc<Vec<Entry>>>,
+    known_listings: Cache<u64, listing::Listing>,
     /// Whether what the mount knows changed since it was saved (see [`known`]).
     known_dirty: std::sync::atomic::AtomicBool,
     /// When it was last saved.
@@ -533,16 +534,15 @@ impl CubbyFs {
 
     /// Edits the cached listings of `parent`, if held: the current one (lookups) and
     /// the last seen (offline lookups).
-    fn edit_listings(&self, parent: u64, edit: impl Fn(&mut Vec<Entry>)) {
+    fn edit_listings(&self, parent: u64, edit: impl Fn(&mut listing::Listing)) {
         // One edit at a time: two edits of one listing (a replayed delete, a sibling's
         // new times) each copying it would lose one (an `rm -rf` saw a deleted
         // directory come back, and failed with "Directory not empty").
         let _one_at_a_time = lock(&self.listing_edits);
         for cache in [&self.listings, &self.known_listings] {
-            if let Some(listing) = cache.get(&parent) {
-                let mut listing = (*listing).clone();
+            if let Some(mut listing) = cache.get(&parent) {
                 edit(&mut listing);
-                cache.insert(parent, Arc::new(listing));
+                cache.insert(parent, listing);
             }
         }
         self.known_changed();
@@ -564,17 +564,16 @@ impl CubbyFs {
     fn placed(&self, entry: &Entry) {
         self.remember(entry);
         if let Some(parent) = entry.parent_id {
-            self.edit_listings(parent, |listing| {
-                listing.retain(|e| e.id != entry.id && e.name != entry.name);
-                listing.push(entry.clone());
-            });
+            self.edit_listings(parent, |listing| listing.put(entry.clone()));
         }
     }
 
     /// A change this mount made: the entry left `parent`.
     fn known_gone(&self, id: u64, parent: Option<u64>) {
         if let Some(parent) = parent {
-            self.edit_listings(parent, |listing| listing.retain(|e| e.id != id));
+            self.edit_listings(parent, |listing| {
+                listing.remove_id(id);
+            });
         }
     }
 

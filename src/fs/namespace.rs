@@ -62,7 +62,7 @@ impl CubbyFs {
         if self.kind_of(parent)? != EntryKind::Dir {
             return Err(FsError::NotDir);
         }
-        if self.children(parent)?.iter().any(|e| e.name == name) {
+        if self.has_child(parent, name)? {
             return Err(FsError::Exists);
         }
         let now = unix_ns(SystemTime::now());
@@ -185,7 +185,7 @@ impl CubbyFs {
 
     /// Removes an entry (to the server's trash).
     pub(super) fn remove(&self, entry: &Entry) -> FsResult<()> {
-        if entry.kind == EntryKind::Dir && !self.children(entry.id)?.is_empty() {
+        if entry.kind == EntryKind::Dir && !self.is_empty_dir(entry.id)? {
             return Err(FsError::NotEmpty);
         }
         self.journal_op(Op::Delete {
@@ -290,7 +290,7 @@ impl CubbyFs {
         }
         if let Some(target) = &existing {
             match (source.kind, target.kind) {
-                (EntryKind::Dir, EntryKind::Dir) if !self.children(target.id)?.is_empty() => {
+                (EntryKind::Dir, EntryKind::Dir) if !self.is_empty_dir(target.id)? => {
                     return Err(FsError::NotEmpty);
                 }
                 (EntryKind::Dir, EntryKind::Dir) => {}

@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use cubby_proto::api::Entry;
 
 use super::journal::Op;
+use super::listing::Listing;
 
 /// What the overlay says about one entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,25 +217,51 @@ impl Overlay {
         }
     }
 
+    /// Whether the server's `entry` still shows where the server lists it: no pending
+    /// operation removed, moved or changed it.
+    fn shows(&self, entry: &Entry) -> bool {
+        !self.removed.contains_key(&entry.id) && !self.entries.contains_key(&entry.id)
+    }
+
+    /// The entries pending operations put in directory `dir`.
+    fn placed_in(&self, dir: u64) -> impl Iterator<Item = &Entry> {
+        self.by_parent
+            .get(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.entries.get(id))
+            .map(|(entry, _)| entry)
+            .filter(|e| !self.removed.contains_key(&e.id))
+    }
+
     /// The children of directory `dir` (canonical): the server's, as pending operations
     /// leave them.
-    pub fn children(&self, dir: u64, server: &[Entry]) -> Vec<Entry> {
+    pub fn children(&self, dir: u64, server: &Listing) -> Vec<Entry> {
         let mut out: Vec<Entry> = server
             .iter()
-            .filter(|e| !self.removed.contains_key(&e.id) && !self.entries.contains_key(&e.id))
+            .filter(|e| self.shows(e))
             .map(|e| self.with_times(e.clone()))
             .collect();
-        out.extend(
-            self.by_parent
-                .get(&dir)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| self.entries.get(id))
-                .map(|(entry, _)| entry)
-                .filter(|e| !self.removed.contains_key(&e.id))
-                .cloned(),
-        );
+        out.extend(self.placed_in(dir).cloned());
         out
+    }
+
+    /// The child `name` of directory `dir`, as [`children`](Self::children) would list
+    /// it, found without building the listing.
+    pub fn child(&self, dir: u64, server: &Listing, name: &str) -> Option<Entry> {
+        if let Some(entry) = self.placed_in(dir).find(|e| e.name == name) {
+            return Some(entry.clone());
+        }
+        server
+            .get(name)
+            .filter(|e| self.shows(e))
+            .map(|e| self.with_times(e.clone()))
+    }
+
+    /// Whether directory `dir` has any child, as [`children`](Self::children) would
+    /// list them.
+    pub fn has_children(&self, dir: u64, server: &Listing) -> bool {
+        self.placed_in(dir).next().is_some() || server.iter().any(|e| self.shows(e))
     }
 }
 
@@ -256,7 +283,7 @@ mod tests {
     #[test]
     fn pending_changes_show_until_the_server_applied_them() {
         let same = |id| id;
-        let server = vec![entry(10, 1, "a"), entry(11, 1, "b")];
+        let server = Listing::from_entries([entry(10, 1, "a"), entry(11, 1, "b")]);
         let mut overlay = Overlay::default();
         let create = Op::Create {
             entry: entry(100, 1, "new"),
@@ -275,7 +302,19 @@ mod tests {
             overlay.apply(op, same);
         }
         assert_eq!(names(&overlay.children(1, &server)), ["new"]);
-        assert_eq!(names(&overlay.children(2, &[])), ["moved"]);
+        assert_eq!(names(&overlay.children(2, &Listing::default())), ["moved"]);
+        // A lookup finds what the listing lists, and nothing else.
+        assert_eq!(overlay.child(1, &server, "new").map(|e| e.id), Some(100));
+        assert_eq!(overlay.child(1, &server, "a"), None, "moved away");
+        assert_eq!(overlay.child(1, &server, "b"), None, "deleted");
+        let moved = overlay.child(2, &Listing::default(), "moved");
+        assert_eq!(moved.map(|e| e.id), Some(10));
+        assert!(overlay.has_children(1, &server));
+        let only_b = Listing::from_entries([entry(11, 3, "b")]);
+        assert!(
+            !overlay.has_children(3, &only_b),
+            "its one child is deleted"
+        );
         assert_eq!(overlay.get(11), Overlaid::Removed);
 
         // The server created 100 as 50 and applied everything.
@@ -314,8 +353,14 @@ mod tests {
         // The server's answer to the first change (time 100) shows the second's time.
         overlay.retire(&times, same);
         assert_eq!(overlay.with_times(dir(100)).mtime_ns, 200);
-        assert_eq!(names(&overlay.children(1, &[dir(100)])), ["d"]);
-        assert_eq!(overlay.children(1, &[dir(100)])[0].mtime_ns, 200);
+        assert_eq!(
+            names(&overlay.children(1, &Listing::from_entries([dir(100)]))),
+            ["d"]
+        );
+        assert_eq!(
+            overlay.children(1, &Listing::from_entries([dir(100)]))[0].mtime_ns,
+            200
+        );
         // Once everything is applied, the server's times are the times.
         overlay.retire(&create, same);
         assert_eq!(overlay.with_times(dir(300)).mtime_ns, 300);
@@ -362,13 +407,13 @@ mod tests {
         };
         overlay.apply(&mkdir, same);
         overlay.apply(&create, same);
-        assert_eq!(names(&overlay.children(100, &[])), ["f"]);
+        assert_eq!(names(&overlay.children(100, &Listing::default())), ["f"]);
         overlay.rekey(100, 40);
-        assert_eq!(names(&overlay.children(40, &[])), ["f"]);
-        assert!(overlay.children(100, &[]).is_empty());
+        assert_eq!(names(&overlay.children(40, &Listing::default())), ["f"]);
+        assert!(overlay.children(100, &Listing::default()).is_empty());
         overlay.apply(&moved, same);
-        assert!(overlay.children(40, &[]).is_empty());
-        assert_eq!(names(&overlay.children(1, &[])), ["d", "g"]);
+        assert!(overlay.children(40, &Listing::default()).is_empty());
+        assert_eq!(names(&overlay.children(1, &Listing::default())), ["d", "g"]);
         let canon = |id| if id == 100 { 40 } else { id };
         for op in [&mkdir, &create, &moved] {
             overlay.retire(op, canon);

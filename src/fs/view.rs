@@ -3,6 +3,7 @@
 //! its attributes), answered from the caches while they are fresh, and offline from
 //! what was last seen.
 
+use super::listing::Listing;
 use super::*;
 
 impl CubbyFs {
@@ -35,32 +36,29 @@ impl CubbyFs {
         self.fetch_entry(id)
     }
 
-    /// The children of a directory: the server's listing (offline, as last seen) with
-    /// journaled changes applied. A cached listing is read under the overlay's lock,
-    /// which the replay of a change also holds while it edits listings and retires the
-    /// change, so the two always agree.
-    pub(super) fn children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
-        let merged = |overlay: &Overlay, dir: u64, server: Arc<Vec<Entry>>| {
-            if overlay.is_empty() {
-                server
-            } else {
-                Arc::new(overlay.children(dir, &server))
-            }
-        };
+    /// Reads directory `dir`'s listing: `read` is given the server's listing (offline,
+    /// as last seen) with the overlay of journaled changes to lay over it. A cached
+    /// listing is read under the overlay's lock, which the replay of a change also holds
+    /// while it edits listings and retires the change, so the two always agree.
+    fn in_listing<R>(
+        &self,
+        dir: u64,
+        read: impl FnOnce(&Overlay, u64, &Listing) -> R,
+    ) -> FsResult<R> {
         let dir = {
             // Resolved under the overlay's lock (see `overlaid`): a directory created a
             // moment ago never lists as empty.
             let overlay = lock(&self.overlay);
             let dir = self.journal.canonical(dir);
             if is_local(dir) {
-                return Ok(merged(&overlay, dir, Arc::new(Vec::new())));
+                return Ok(read(&overlay, dir, &Listing::default()));
             }
             if let Some(listing) = self.listings.get(&dir) {
-                return Ok(merged(&overlay, dir, listing));
+                return Ok(read(&overlay, dir, &listing));
             }
             if !self.sync.is_online() {
                 let known = self.known_listings.get(&dir).ok_or(FsError::Offline)?;
-                return Ok(merged(&overlay, dir, known));
+                return Ok(read(&overlay, dir, &known));
             }
             dir
         };
@@ -71,21 +69,61 @@ impl CubbyFs {
         let fetched = self.call(self.remote.children(dir));
         let overlay = lock(&self.overlay);
         let children = match fetched {
-            Ok(children) => Arc::new(children),
+            Ok(children) => children,
             Err(FsError::Offline) => {
                 let known = self.known_listings.get(&dir).ok_or(FsError::Offline)?;
-                return Ok(merged(&overlay, dir, known));
+                return Ok(read(&overlay, dir, &known));
             }
             Err(error) => return Err(error),
         };
-        for child in children.iter() {
+        for child in &children {
             self.remember(child);
         }
+        let listing = Listing::from_entries(children);
         let _no_edit = lock(&self.listing_edits);
-        self.listings.insert(dir, Arc::clone(&children));
-        self.known_listings.insert(dir, Arc::clone(&children));
+        self.listings.insert(dir, listing.clone());
+        self.known_listings.insert(dir, listing.clone());
         self.known_changed();
-        Ok(merged(&overlay, dir, children))
+        Ok(read(&overlay, dir, &listing))
+    }
+
+    /// The children of a directory: the server's listing (offline, as last seen) with
+    /// journaled changes applied.
+    pub(super) fn children(&self, dir: u64) -> FsResult<Arc<Vec<Entry>>> {
+        self.in_listing(dir, |overlay, dir, server| {
+            Arc::new(if overlay.is_empty() {
+                server.to_vec()
+            } else {
+                overlay.children(dir, server)
+            })
+        })
+    }
+
+    /// Child `name` of directory `dir` as [`children`](Self::children) lists it.
+    fn listed_child(&self, dir: u64, name: &str) -> FsResult<Option<Entry>> {
+        self.in_listing(dir, |overlay, dir, server| {
+            if overlay.is_empty() {
+                server.get(name).cloned()
+            } else {
+                overlay.child(dir, server, name)
+            }
+        })
+    }
+
+    /// Whether directory `dir` has a child named `name`.
+    pub(super) fn has_child(&self, dir: u64, name: &str) -> FsResult<bool> {
+        Ok(self.listed_child(dir, name)?.is_some())
+    }
+
+    /// Whether directory `dir` has no children.
+    pub(super) fn is_empty_dir(&self, dir: u64) -> FsResult<bool> {
+        self.in_listing(dir, |overlay, dir, server| {
+            if overlay.is_empty() {
+                server.is_empty()
+            } else {
+                !overlay.has_children(dir, server)
+            }
+        })
     }
 
     /// Fetches the listings of the subdirectories in `listing` not cached yet, on a few
@@ -132,10 +170,8 @@ impl CubbyFs {
     pub(super) fn child(&self, parent_ino: u64, name: &OsStr) -> FsResult<Entry> {
         let name = name_of(name)?;
         let parent = self.id_of(parent_ino);
-        self.children(parent)?
-            .iter()
-            .find(|e| e.name == name)
-            .map(|e| self.freshest(e))
+        self.listed_child(parent, name)?
+            .map(|e| self.freshest(&e))
             .ok_or(FsError::NotFound)
     }
 
