@@ -293,3 +293,40 @@ fn a_mount_starts_offline_with_what_it_knew_and_its_pending_work() {
     );
     assert!(!there.join("notes.txt").exists());
 }
+
+#[test]
+fn a_directory_made_here_is_known_empty_without_asking_the_server() {
+    // Before: a directory the mount had made, once the server had it, was a listing the
+    // mount had never seen: the next lookup in it asked the server (an untar or rsync
+    // paid a round trip per directory) and, with the server silent, failed with EIO.
+    if !fuse_available("a_directory_made_here_is_known_empty_without_asking_the_server") {
+        return;
+    }
+    let setup = setup();
+    let mount = common::mount(&setup);
+    let root = mount.path();
+    fs::create_dir_all(root.join("made/inner")).unwrap();
+    wait_synced(root, Duration::from_secs(10));
+    // The cached listings expire; what the mount knows stays.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    setup.server.freeze();
+    for absent in ["made/absent.txt", "made/inner/absent.txt"] {
+        let error = fs::metadata(root.join(absent)).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::NotFound,
+            "{absent}: {error}"
+        );
+    }
+    assert_eq!(sh(root, "ls made"), "inner\n");
+    assert_eq!(sh(root, "ls made/inner"), "");
+    write_synced(&root.join("made/inner/offline.txt"), "written offline\n");
+    setup.server.thaw();
+    wait_synced(root, Duration::from_secs(30));
+    let other = common::mount(&setup);
+    assert_eq!(
+        fs::read_to_string(other.path().join("made/inner/offline.txt")).unwrap(),
+        "written offline\n"
+    );
+}

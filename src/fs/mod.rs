@@ -548,6 +548,16 @@ impl CubbyFs {
         self.known_changed();
     }
 
+    /// This mount made directory `id` on the server a moment ago: its listing is known
+    /// (empty) without asking.
+    fn made_empty(&self, id: u64) {
+        let _one_at_a_time = lock(&self.listing_edits);
+        for cache in [&self.listings, &self.known_listings] {
+            cache.insert(id, listing::Listing::default());
+        }
+        self.known_changed();
+    }
+
     /// This mount created `entry`: it joins the cached listing of its directory (kept
     /// rather than fetched again, which would cost a round trip per file of an untar).
     fn created(&self, entry: &Entry) {

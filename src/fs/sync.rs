@@ -605,11 +605,20 @@ impl CubbyFs {
             }
             Op::Mkdir { entry } => {
                 let parent = canon(entry.parent_id.ok_or(FsError::Invalid)?);
+                let made = std::cell::Cell::new(None);
                 let mkdir = |parent: u64, name: &str| {
-                    self.call(self.remote.mkdir_in(parent, name, entry.mode))
+                    let created = self.call(self.remote.mkdir_in(parent, name, entry.mode))?;
+                    made.set(Some(created.id));
+                    Ok(created)
                 };
                 let adopt = |existing: &Entry| existing.kind == EntryKind::Dir;
                 let created = self.create_or_place(parent, &entry.name, mkdir, adopt)?;
+                if made.get() == Some(created.id) {
+                    // Made just now, so empty: lookups in it (an untar's or rsync's next
+                    // names) need no listing from the server. Cached before the id
+                    // resolves, so no lookup finds the server's id without it.
+                    self.made_empty(created.id);
+                }
                 if entry.uid.is_some() || entry.gid.is_some() {
                     let attrs = AttrsRequest {
                         uid: entry.uid,
