@@ -15,6 +15,7 @@ impl CubbyFs {
             entry.id,
             entry.version,
             &self.spares,
+            &self.pending_log,
         )?))
     }
 

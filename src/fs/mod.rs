@@ -39,6 +39,7 @@ mod known;
 mod listing;
 mod namespace;
 mod overlay;
+mod pending_log;
 mod staging;
 pub mod sync;
 mod view;
@@ -151,6 +152,9 @@ pub struct CubbyFs {
     /// Staged files by entry id.
     staged: Mutex<HashMap<u64, Arc<Staged>>>,
     spares: staging::Spares,
+    pending_log: Arc<pending_log::PendingLog>,
+    /// What the pending log held at start, taken by [`Self::load_pending`].
+    pending_loaded: Mutex<Option<pending_log::Loaded>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
     /// The version whose pages the kernel may hold, per entry.
@@ -296,6 +300,7 @@ impl CubbyFs {
         };
         let chunks = ChunkCache::open(&config.cache_dir, config.cache_bytes)?;
         let journal = Journal::open(&config.staging_dir.join("journal"))?;
+        let (pending_log, pending_loaded) = pending_log::PendingLog::open(&config.staging_dir)?;
         let ttl = config.metadata_ttl;
         // Never an id the journal still names, even if the clock went back.
         let first_local = (journal::LOCAL_ID_BASE
@@ -322,6 +327,8 @@ impl CubbyFs {
             prefetching: Arc::new(Mutex::new(std::collections::HashSet::new())),
             staged: Mutex::new(HashMap::new()),
             spares: staging::Spares::default(),
+            pending_log: Arc::new(pending_log),
+            pending_loaded: Mutex::new(Some(pending_loaded)),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             cached_version: Mutex::new(HashMap::new()),
@@ -373,8 +380,9 @@ impl CubbyFs {
                 overlay.apply(&op, |id| self.journal.canonical(id));
             }
         }
-        for pending in staging::recover(&self.config.staging_dir)? {
-            let staged = Staged::adopt(pending)?;
+        let loaded = lock(&self.pending_loaded).take().unwrap_or_default();
+        for pending in staging::recover(&self.config.staging_dir, &self.pending_log, loaded)? {
+            let staged = Staged::adopt(pending, &self.pending_log)?;
             let id = self.journal.canonical(staged.lock().target_id);
             staged.lock().target_id = id;
             tracing::info!(

@@ -3,12 +3,12 @@
 //! staging file is removed only after its content is committed.
 //!
 //! One staging file per file being written (shared by every handle open on it), named
-//! `<entry id>-<random>`. Before a commit is attempted, the staged file is fsynced and a
-//! record `<name>.pending` (JSON: the target entry and base version, written to a temp
-//! file, fsynced, renamed) says it must reach the server; the record goes once the
-//! server has committed. When a mount starts, every pending record is committed again
-//! (a stale base becomes a conflicted copy) and staging files without a record, clean
-//! copies of a daemon that stopped, are removed. Lock order: the map of staged files,
+//! `<entry id>-<random>`. Before a commit is attempted, a record in the pending log
+//! (see [`super::pending_log`]: the target entry and base version) says the file must
+//! reach the server; the record is cleared once the server has committed. When a mount
+//! starts, every file with a record is committed again (a stale base becomes a
+//! conflicted copy) and staging files without one, clean copies of a daemon that
+//! stopped, are removed. Lock order: the map of staged files,
 //! then a file's commit lock, then its state; only the commit lock is held while
 //! waiting on the network (it serialises commits of one file).
 //!
@@ -24,7 +24,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::pending_log::{Loaded, PendingLog};
 
 /// What a staged file is based on, and whether it has changes to commit.
 #[derive(Debug)]
@@ -120,20 +122,16 @@ pub struct Pending {
     pub record: PendingRecord,
 }
 
-/// What a record holds once nothing waits. Anything else that does not parse (an
-/// empty file from an interrupted first write, say) keeps its data.
+/// What a record file of an earlier release holds once nothing waits (see [`recover`]).
 const CLEARED: &[u8] = b"cleared\n";
 
-fn record_path(data: &Path) -> PathBuf {
-    let mut name = data.as_os_str().to_owned();
-    name.push(".pending");
-    PathBuf::from(name)
-}
-
-/// The pending records in `dir`; clean staging files (no record) are removed.
-pub fn recover(dir: &Path) -> std::io::Result<Vec<Pending>> {
-    let mut pending = Vec::new();
+/// The staged files in `dir` that wait for the server, by the pending log's `loaded`
+/// records; clean staging files (no record) are removed. Record files an earlier
+/// release kept beside its staging files (`<name>.pending`) move into the log.
+pub fn recover(dir: &Path, log: &PendingLog, loaded: Loaded) -> std::io::Result<Vec<Pending>> {
+    let Loaded { mut records, torn } = loaded;
     let mut data_files = Vec::new();
+    let mut unreadable = std::collections::HashSet::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         if entry.file_type()?.is_dir() {
@@ -143,19 +141,29 @@ pub fn recover(dir: &Path) -> std::io::Result<Vec<Pending>> {
         match path.extension().and_then(|e| e.to_str()) {
             Some("pending") => {
                 let data = path.with_extension("");
+                let name = file_name(&data);
                 let bytes = std::fs::read(&path).ok();
                 if bytes.as_deref() == Some(CLEARED) {
-                    // Nothing waits (see `clear_pending`).
                     let _ = std::fs::remove_file(&path);
                     continue;
                 }
-                match bytes.and_then(|b| serde_json::from_slice(&b).ok()) {
-                    Some(record) if data.exists() => pending.push(Pending { data, record }),
+                match bytes.and_then(|b| serde_json::from_slice::<PendingRecord>(&b).ok()) {
+                    Some(record) if data.exists() => {
+                        log.record(&name, &record, true)?;
+                        let _ = std::fs::remove_file(&path);
+                        records.insert(name, record);
+                    }
+                    Some(_) => {
+                        let _ = std::fs::remove_file(&path);
+                    }
                     // Kept, with its data: nothing is removed that may not be sent.
-                    _ => tracing::error!(
-                        record = %path.display(),
-                        "unreadable pending record; its staged data is kept for recovery by hand"
-                    ),
+                    None => {
+                        tracing::error!(
+                            record = %path.display(),
+                            "unreadable pending record; its staged data is kept for recovery by hand"
+                        );
+                        unreadable.insert(name);
+                    }
                 }
             }
             Some("tmp") => {
@@ -164,15 +172,31 @@ pub fn recover(dir: &Path) -> std::io::Result<Vec<Pending>> {
             _ => data_files.push(path),
         }
     }
+    let mut pending = Vec::new();
     for data in data_files {
-        if !record_path(&data).exists() {
-            let _ = std::fs::remove_file(&data);
+        let name = file_name(&data);
+        match records.remove(&name) {
+            Some(record) => pending.push(Pending { data, record }),
+            None if torn || unreadable.contains(&name) => {}
+            None => {
+                let _ = std::fs::remove_file(&data);
+            }
         }
+    }
+    // Records whose staging file is gone have nothing to send.
+    for name in records.keys() {
+        log.clear(name);
     }
     Ok(pending)
 }
 
-/// Emptied staging files (with their emptied records) kept for reuse: renaming one
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Emptied staging files kept for reuse: renaming one
 /// into place costs ext4 far less than allocating an inode in a directory where
 /// thousands were just freed (an untar otherwise spends most of its time there).
 #[derive(Debug, Default)]
@@ -206,10 +230,6 @@ impl Spares {
         if std::fs::rename(path, &spare).is_err() {
             return false;
         }
-        let record = record_path(path);
-        if record.exists() {
-            let _ = std::fs::rename(&record, record_path(&spare));
-        }
         files.push(spare);
         true
     }
@@ -225,6 +245,9 @@ fn random_name(dir: &Path, prefix: impl std::fmt::Display) -> std::io::Result<Pa
 #[derive(Debug)]
 pub struct Staged {
     pub path: PathBuf,
+    /// The file's name in the staging directory: its key in the pending log.
+    name: String,
+    log: Arc<PendingLog>,
     pub file: File,
     pub state: Mutex<StagedState>,
     /// Held by one commit at a time, for as long as it takes.
@@ -257,14 +280,11 @@ impl Staged {
         id: u64,
         base_version: u64,
         spares: &Spares,
+        log: &Arc<PendingLog>,
     ) -> std::io::Result<Self> {
         let path = random_name(dir, id)?;
         let reused = spares.take().and_then(|spare| {
             std::fs::rename(&spare, &path).ok()?;
-            let record = record_path(&spare);
-            if record.exists() {
-                let _ = std::fs::rename(&record, record_path(&path));
-            }
             std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -280,6 +300,8 @@ impl Staged {
                 .open(&path)?,
         };
         Ok(Self {
+            name: file_name(&path),
+            log: Arc::clone(log),
             path,
             file,
             committing: Mutex::default(),
@@ -389,12 +411,14 @@ impl Staged {
     }
 
     /// A staged file a previous run left pending: its content waits for upload.
-    pub fn adopt(pending: Pending) -> std::io::Result<Self> {
+    pub fn adopt(pending: Pending, log: &Arc<PendingLog>) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&pending.data)?;
         Ok(Self {
+            name: file_name(&pending.data),
+            log: Arc::clone(log),
             path: pending.data,
             file,
             committing: Mutex::default(),
@@ -414,51 +438,21 @@ impl Staged {
     }
 
     /// Records that this content must reach the server (see the module docs). With
-    /// `durable`, the record and the content survive a crash of the machine; without,
-    /// they survive the daemon (a close, which makes no durability promise).
+    /// `durable`, the record and the content's name survive a crash of the machine
+    /// (the content itself is the caller's to sync); without, they survive the daemon
+    /// (a close, which makes no durability promise).
     pub fn record_pending(&self, state: &StagedState, durable: bool) -> std::io::Result<()> {
         let record = PendingRecord {
             target_id: state.target_id,
             base_version: state.base_version,
             attrs: state.attrs.clone(),
         };
-        let bytes = serde_json::to_vec(&record)?;
-        let path = record_path(&self.path);
-        if !durable {
-            // In place: a new file (inode) per update makes ext4's inode allocator
-            // crawl through a busy staging directory. A record torn by a crash is kept
-            // with its data, never taken for an absent one (see `recover`).
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            file.write_all_at(&bytes, 0)?;
-            file.set_len(bytes.len() as u64)?;
-            return Ok(());
-        }
-        let tmp = path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, &bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        self.log.record(&self.name, &record, durable)
     }
 
-    /// The server has the content: the record says so (see [`CLEARED`]), and the
-    /// file stays for the next record.
+    /// The server has the content; the file stays for the next record.
     pub fn clear_pending(&self) {
-        if let Ok(record) = std::fs::OpenOptions::new()
-            .write(true)
-            .open(record_path(&self.path))
-        {
-            let _ = record
-                .write_all_at(CLEARED, 0)
-                .and_then(|()| record.set_len(CLEARED.len() as u64));
-        }
+        self.log.clear(&self.name);
     }
 
     /// Removes the staging file (after its content is committed), keeping it as a
@@ -468,7 +462,77 @@ impl Staged {
         if self.file.set_len(0).is_ok() && spares.keep(&self.path) {
             return;
         }
-        let _ = std::fs::remove_file(record_path(&self.path));
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(target_id: u64) -> PendingRecord {
+        PendingRecord {
+            target_id,
+            base_version: 2,
+            attrs: PendingAttrs::default(),
+        }
+    }
+
+    #[test]
+    fn recovery_keeps_recorded_files_and_removes_clean_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = PendingLog::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("5-aa"), b"waits").unwrap();
+        std::fs::write(dir.path().join("6-bb"), b"sent").unwrap();
+        log.record("5-aa", &record(5), false).unwrap();
+        log.record("7-cc", &record(7), false).unwrap();
+        drop(log);
+        let (log, loaded) = PendingLog::open(dir.path()).unwrap();
+        let pending = recover(dir.path(), &log, loaded).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].data, dir.path().join("5-aa"));
+        assert_eq!(pending[0].record.target_id, 5);
+        assert!(!dir.path().join("6-bb").exists(), "a clean copy is removed");
+        // A record whose file is gone has nothing to send: it is cleared.
+        drop(log);
+        let (_, loaded) = PendingLog::open(dir.path()).unwrap();
+        assert_eq!(loaded.records.keys().collect::<Vec<_>>(), ["5-aa"]);
+    }
+
+    #[test]
+    fn record_files_of_an_earlier_release_move_into_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("5-aa"), b"waits").unwrap();
+        let json = serde_json::to_vec(&record(5)).unwrap();
+        std::fs::write(dir.path().join("5-aa.pending"), json).unwrap();
+        std::fs::write(dir.path().join("6-bb"), b"sent").unwrap();
+        std::fs::write(dir.path().join("6-bb.pending"), CLEARED).unwrap();
+        std::fs::write(dir.path().join("7-cc"), b"kept by hand").unwrap();
+        std::fs::write(dir.path().join("7-cc.pending"), b"{torn").unwrap();
+        let (log, loaded) = PendingLog::open(dir.path()).unwrap();
+        let pending = recover(dir.path(), &log, loaded).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].record.target_id, 5);
+        assert!(!dir.path().join("5-aa.pending").exists());
+        assert!(!dir.path().join("6-bb").exists() && !dir.path().join("6-bb.pending").exists());
+        // An unreadable record keeps its data.
+        assert!(dir.path().join("7-cc").exists() && dir.path().join("7-cc.pending").exists());
+        drop(log);
+        let (_, loaded) = PendingLog::open(dir.path()).unwrap();
+        assert_eq!(
+            loaded.records["5-aa"].target_id, 5,
+            "moved into the log, durably"
+        );
+    }
+
+    #[test]
+    fn a_torn_log_keeps_every_unrecorded_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pending")).unwrap();
+        std::fs::write(dir.path().join("pending/log"), b"rec 5-aa {\"targ").unwrap();
+        std::fs::write(dir.path().join("5-aa"), b"maybe waits").unwrap();
+        let (log, loaded) = PendingLog::open(dir.path()).unwrap();
+        assert!(recover(dir.path(), &log, loaded).unwrap().is_empty());
+        assert!(dir.path().join("5-aa").exists());
     }
 }
