@@ -418,6 +418,10 @@ pub struct Change {
     /// On a move or rename: the name it had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_name: Option<String>,
+    /// The `X-Cubby-Origin` of the request that made the change, if it named one: a
+    /// mount knows its own changes by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// Answer to `GET /changes`.

@@ -13,6 +13,7 @@ pub mod error;
 pub mod ingest;
 pub mod meta;
 pub mod notify;
+pub mod origin;
 pub mod request_log;
 pub mod signing;
 pub mod workers;
@@ -125,10 +126,12 @@ impl ChunkPresence for BlobPresence {
 /// The HTTP application.
 pub fn app(state: AppState) -> Router {
     let tally = Arc::clone(&state.requests);
-    api::router(state).layer(axum::middleware::from_fn_with_state(
-        tally,
-        request_log::log_request,
-    ))
+    api::router(state)
+        .layer(axum::middleware::from_fn(origin::within_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            tally,
+            request_log::log_request,
+        ))
 }
 
 /// Serves `state` on `listener`, with the background workers, until `shutdown`

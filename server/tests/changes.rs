@@ -261,3 +261,38 @@ async fn a_cursor_older_than_the_kept_feed_resets() {
     assert!(unknown.reset);
     assert_eq!(unknown.cursor, answer.cursor);
 }
+
+#[tokio::test]
+async fn a_change_carries_the_origin_its_request_named() {
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    let mut cursor = cursor_now(&alice).await;
+    let named = alice
+        .post("/mkdir")
+        .header("x-cubby-origin", "mount-a1")
+        .json(&json!({"path": "/mine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), StatusCode::CREATED);
+    assert_eq!(
+        alice.mkdir("/theirs", false).await.status(),
+        StatusCode::CREATED
+    );
+    let bad = alice
+        .post("/mkdir")
+        .header("x-cubby-origin", "not an origin")
+        .json(&json!({"path": "/odd"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::CREATED);
+    let seen = drain(&alice, &mut cursor).await;
+    let origin_of = |name: &str| {
+        let change = seen.iter().find(|c| c.name == name).unwrap();
+        change.origin.clone()
+    };
+    assert_eq!(origin_of("mine").as_deref(), Some("mount-a1"), "{seen:?}");
+    assert_eq!(origin_of("theirs"), None, "{seen:?}");
+    assert_eq!(origin_of("odd"), None, "{seen:?}");
+}

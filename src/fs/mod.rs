@@ -18,8 +18,9 @@
 //! ## Consistency
 //! Close-to-open: `open` fetches the entry fresh from the server; the kernel keeps its
 //! page cache only when the version is the one it cached. Between opens, entries and
-//! directory listings are cached for [`FsConfig::metadata_ttl`] (moka), as are the
-//! kernel's attributes and entries.
+//! directory listings are cached (moka): for [`FsConfig::metadata_ttl`], or while the
+//! change feed is followed until a change drops them (at most [`LIVE_METADATA_TTL`];
+//! see [`CacheExpiry`]). The kernel keeps attributes and entries for the TTL.
 //!
 //! ## Reads
 //! A read handle pins the version current at open and reads its chunks through the disk
@@ -245,6 +246,53 @@ fn unix_ns(time: SystemTime) -> i64 {
 }
 
 /// `entry` with attribute changes that wait for its content.
+/// How long a cached entry or listing is kept without the server being asked again:
+/// [`FsConfig::metadata_ttl`] when the change feed is not followed, and
+/// [`LIVE_METADATA_TTL`] when it is, since every change another client makes then
+/// drops what it touches (and this mount's own changes edit what it cached). When the
+/// feed stops, what was cached on its word goes (see `sync::follow`).
+struct CacheExpiry {
+    ttl: Duration,
+    feed_live: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How long a cached entry or listing is kept while the change feed is followed: a
+/// bound on what a change the feed never told (a lost echo, say) can leave stale.
+pub const LIVE_METADATA_TTL: Duration = Duration::from_secs(30);
+
+impl CacheExpiry {
+    fn new(ttl: Duration, sync: &sync::SyncState) -> Self {
+        Self {
+            ttl,
+            feed_live: Arc::clone(&sync.feed_live),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        if self.feed_live.load(Ordering::SeqCst) {
+            LIVE_METADATA_TTL.max(self.ttl)
+        } else {
+            self.ttl
+        }
+    }
+}
+
+impl<K, V> moka::Expiry<K, V> for CacheExpiry {
+    fn expire_after_create(&self, _: &K, _: &V, _: std::time::Instant) -> Option<Duration> {
+        Some(self.now())
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &K,
+        _: &V,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.now())
+    }
+}
+
 fn with_attrs(mut entry: Entry, attrs: &staging::PendingAttrs) -> Entry {
     entry.mode = attrs.mode.unwrap_or(entry.mode);
     entry.uid = attrs.uid.or(entry.uid);
@@ -302,6 +350,7 @@ impl CubbyFs {
         let journal = Journal::open(&config.staging_dir.join("journal"))?;
         let (pending_log, pending_loaded) = pending_log::PendingLog::open(&config.staging_dir)?;
         let ttl = config.metadata_ttl;
+        let sync = sync::SyncState::default();
         // Never an id the journal still names, even if the clock went back.
         let first_local = (journal::LOCAL_ID_BASE
             + SystemTime::now()
@@ -316,11 +365,11 @@ impl CubbyFs {
             aliases: Mutex::new(HashMap::new()),
             entries: Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(ttl)
+                .expire_after(CacheExpiry::new(ttl, &sync))
                 .build(),
             listings: Cache::builder()
                 .max_capacity(10_000)
-                .time_to_live(ttl)
+                .expire_after(CacheExpiry::new(ttl, &sync))
                 .build(),
             listing_edits: Mutex::new(()),
             chunks,
@@ -340,7 +389,7 @@ impl CubbyFs {
             known_entries: Cache::builder().max_capacity(200_000).build(),
             known_listings: Cache::builder().max_capacity(20_000).build(),
             manifests: Cache::builder().max_capacity(10_000).build(),
-            sync: sync::SyncState::default(),
+            sync,
             kernel: std::sync::OnceLock::new(),
             this: std::sync::OnceLock::new(),
             prefetching_listings: Arc::default(),

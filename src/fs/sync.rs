@@ -60,6 +60,9 @@ pub struct SyncState {
     replaying: Mutex<()>,
     /// Entries this mount changed lately: their feed entries are echoes of our own.
     touched: Mutex<HashMap<u64, Instant>>,
+    /// Whether the change feed is followed now: while it is, what the mount cached is
+    /// kept until a change says otherwise (see [`super::CacheExpiry`]).
+    pub(super) feed_live: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How long a change this mount made is taken to be the cause of feed entries about it.
@@ -78,6 +81,7 @@ impl Default for SyncState {
             worker_running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             last_error: Mutex::new(None),
             conflicts: Mutex::new(Vec::new()),
+            feed_live: Arc::default(),
             conflicted: Mutex::new(HashSet::new()),
             replaying: Mutex::new(()),
             touched: Mutex::new(HashMap::new()),
@@ -297,6 +301,7 @@ async fn follow(fs: Weak<CubbyFs>) {
                     }
                 }
                 cursor = Some(batch.cursor);
+                fs.sync.feed_live.store(true, Ordering::SeqCst);
                 if !batch.changes.is_empty() {
                     // Changes come in bursts (an untar): take them a few times a second
                     // rather than once per change.
@@ -305,6 +310,12 @@ async fn follow(fs: Weak<CubbyFs>) {
             }
             Err(error) => {
                 tracing::debug!(%error, "change feed unavailable");
+                if let Some(fs) = fs.upgrade()
+                    && fs.sync.feed_live.swap(false, Ordering::SeqCst)
+                {
+                    // What was cached on the feed's word is kept no longer.
+                    fs.forget_everything();
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -515,7 +526,11 @@ impl CubbyFs {
     /// dropped from the kernel (dropping a live directory's name would cut off a
     /// process working in it); a new name shows within the kernel's 1 s entry TTL.
     fn changed(&self, change: &cubby_proto::api::Change) {
-        if self.sync.touched_lately(change.entry_id) {
+        // An echo of this mount's own change, which already edited what it cached. Only
+        // a change made by this mount's requests counts: another client's change to an
+        // entry touched here a moment ago is news.
+        let ours = change.origin.as_deref() == Some(self.remote.origin());
+        if ours && self.sync.touched_lately(change.entry_id) {
             return;
         }
         self.entries.invalidate(&change.entry_id);

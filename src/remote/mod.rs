@@ -87,6 +87,9 @@ pub async fn with_idempotency_key<F: std::future::Future>(
 #[derive(Clone)]
 pub struct Remote {
     http: reqwest::Client,
+    /// The `X-Cubby-Origin` of every request this client (and its clones) makes: the
+    /// changes they make carry it in the change feed.
+    origin: Arc<str>,
     base: String,
     /// The bearer token, shared by every clone (a renewal serves them all).
     token: Arc<RwLock<String>>,
@@ -111,8 +114,21 @@ impl std::fmt::Debug for Remote {
     }
 }
 
-fn http_client() -> reqwest::Client {
+/// A new `X-Cubby-Origin` (see [`Remote::origin`]).
+fn new_origin() -> String {
+    let mut random = [0u8; 12];
+    // Without randomness an origin only has to differ from other processes'.
+    if getrandom::fill(&mut random).is_err() {
+        random[..4].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    hex::encode(random)
+}
+
+fn http_client(origin: Option<&str>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(Ok(origin)) = origin.map(reqwest::header::HeaderValue::from_str) {
+        headers.insert("x-cubby-origin", origin);
+    }
     if let Ok(device) = reqwest::header::HeaderValue::from_str(&crate::conflict::host_name()) {
         headers.insert("x-cubby-device", device);
     }
@@ -163,8 +179,10 @@ fn error_from(status: StatusCode, bytes: &[u8]) -> RemoteError {
 
 impl Remote {
     pub fn new(base: &str, token: &str) -> Self {
+        let origin = new_origin();
         Self {
-            http: http_client(),
+            http: http_client(Some(&origin)),
+            origin: origin.into(),
             base: base.trim_end_matches('/').to_owned(),
             token: Arc::new(RwLock::new(token.into())),
             renewal: None,
@@ -183,6 +201,11 @@ impl Remote {
     }
 
     /// The server's base URL.
+    /// What this client's requests name as their origin (see [`http_client`]).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     pub fn server(&self) -> &str {
         &self.base
     }
@@ -325,7 +348,7 @@ impl Remote {
             password: password.into(),
         };
         let url = format!("{}/auth/login", base.trim_end_matches('/'));
-        decode(http_client().post(url).json(&request).send().await?).await
+        decode(http_client(None).post(url).json(&request).send().await?).await
     }
 
     /// `GET /stat?path=`; `None` when nothing is there.

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_changes.sql"),
     include_str!("migrations/0006_sessions.sql"),
     include_str!("migrations/0007_replies.sql"),
+    include_str!("migrations/0008_change_origins.sql"),
 ];
 
 const ENTRY_COLUMNS: &str =
@@ -63,6 +64,9 @@ fn user_record(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
 pub struct SqliteMetaStore {
     conn: Arc<Mutex<Connection>>,
     readers: Arc<Readers>,
+    /// The origin of the write under way (see [`crate::origin`]), which the change
+    /// feed's triggers read through the SQL function `cubby_write_origin()`.
+    origin: Arc<Mutex<Option<String>>>,
 }
 
 /// Read-only connections, each used by one read at a time.
@@ -126,11 +130,25 @@ impl SqliteMetaStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let origin = Arc::new(Mutex::new(None::<String>));
+        let current = Arc::clone(&origin);
+        conn.create_scalar_function(
+            "cubby_write_origin",
+            0,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+            move |_| {
+                Ok(current
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone())
+            },
+        )?;
         migrate(&mut conn)?;
         let readers = Readers::open(path)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(readers),
+            origin,
         })
     }
 
@@ -141,10 +159,14 @@ impl SqliteMetaStore {
         F: FnOnce(&Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
+        let origin = Arc::clone(&self.origin);
+        let request_origin = crate::origin::current();
         tokio::task::spawn_blocking(move || {
             let mut conn = conn
                 .lock()
                 .map_err(|_| MetaError::Backend("poisoned".into()))?;
+            // Held with the connection: no other write runs until this one ends.
+            *origin.lock().unwrap_or_else(|p| p.into_inner()) = request_origin;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;

@@ -42,7 +42,7 @@ pub(super) fn since(
         });
     }
     let mut stmt = tx.prepare_cached(
-        "SELECT seq, entry_id, parent_id, name, old_parent_id, old_name FROM changes
+        "SELECT seq, entry_id, parent_id, name, old_parent_id, old_name, origin FROM changes
          WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     )?;
     let changes = stmt
@@ -54,6 +54,7 @@ pub(super) fn since(
                 name: r.get(3)?,
                 old_parent_id: r.get(4)?,
                 old_name: r.get(5)?,
+                origin: r.get(6)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
