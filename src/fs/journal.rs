@@ -132,7 +132,7 @@ fn op_line(seq: u64, key: Option<&str>, op: &Op) -> std::io::Result<Vec<u8>> {
     Ok(line)
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

@@ -154,8 +154,6 @@ pub struct CubbyFs {
     staged: Mutex<HashMap<u64, Arc<Staged>>>,
     spares: staging::Spares,
     pending_log: Arc<pending_log::PendingLog>,
-    /// What the pending log held at start, taken by [`Self::load_pending`].
-    pending_loaded: Mutex<Option<pending_log::Loaded>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
     /// The version whose pages the kernel may hold, per entry.
@@ -377,7 +375,6 @@ impl CubbyFs {
             staged: Mutex::new(HashMap::new()),
             spares: staging::Spares::default(),
             pending_log: Arc::new(pending_log),
-            pending_loaded: Mutex::new(Some(pending_loaded)),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             cached_version: Mutex::new(HashMap::new()),
@@ -415,21 +412,20 @@ impl CubbyFs {
             }
             None => fs.remember(&root),
         }
-        fs.load_pending()?;
+        fs.load_pending(pending_loaded)?;
         Ok(fs)
     }
 
     /// Loads what a previous run left to send: journaled operations (laid over the
     /// tree) and staged content with a pending record (shown as the file's content and
     /// queued for upload).
-    fn load_pending(&self) -> FsResult<()> {
+    fn load_pending(&self, loaded: pending_log::Loaded) -> FsResult<()> {
         {
             let mut overlay = lock(&self.overlay);
             for op in self.journal.all() {
                 overlay.apply(&op, |id| self.journal.canonical(id));
             }
         }
-        let loaded = lock(&self.pending_loaded).take().unwrap_or_default();
         for pending in staging::recover(&self.config.staging_dir, &self.pending_log, loaded)? {
             let staged = Staged::adopt(pending, &self.pending_log)?;
             let id = self.journal.canonical(staged.lock().target_id);

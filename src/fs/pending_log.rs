@@ -21,6 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::journal::sync_dir;
 use super::staging::PendingRecord;
 
 /// Lines past which the log is rewritten, when few of them are live.
@@ -57,10 +58,6 @@ fn record_line(name: &str, record: &PendingRecord) -> std::io::Result<Vec<u8>> {
     serde_json::to_writer(&mut line, record)?;
     line.push(b'\n');
     Ok(line)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl PendingLog {
