@@ -243,7 +243,6 @@ fn unix_ns(time: SystemTime) -> i64 {
     }
 }
 
-/// `entry` with attribute changes that wait for its content.
 /// How long a cached entry or listing is kept without the server being asked again:
 /// [`FsConfig::metadata_ttl`] when the change feed is not followed, and
 /// [`LIVE_METADATA_TTL`] when it is, since every change another client makes then
@@ -291,6 +290,7 @@ impl<K, V> moka::Expiry<K, V> for CacheExpiry {
     }
 }
 
+/// `entry` with attribute changes that wait for its content.
 fn with_attrs(mut entry: Entry, attrs: &staging::PendingAttrs) -> Entry {
     entry.mode = attrs.mode.unwrap_or(entry.mode);
     entry.uid = attrs.uid.or(entry.uid);
