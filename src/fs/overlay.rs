@@ -31,6 +31,9 @@ pub struct Overlay {
     removed: HashMap<u64, usize>,
     /// The ids in `entries` by parent, so a listing costs its own size.
     by_parent: HashMap<u64, BTreeSet<u64>>,
+    /// The ids in `entries` by parent and name, so a lookup costs no scan of the
+    /// directory (an rsync of thousands of files looks each one up several times).
+    by_name: HashMap<(u64, String), BTreeSet<u64>>,
     /// Directories whose times a pending operation set (a change inside them, or their
     /// own attributes): the times they show until that operation is applied, with the
     /// count of operations applied when they were set. The server's answer to an
@@ -99,24 +102,40 @@ impl Overlay {
         let mut entry = entry.clone();
         entry.id = canon(entry.id);
         entry.parent_id = entry.parent_id.map(canon);
-        let old_parent = self.entries.get(&entry.id).and_then(|(e, _)| e.parent_id);
-        if old_parent != entry.parent_id {
-            self.unindex(entry.id, old_parent);
+        if let Some((old, _)) = self.entries.get(&entry.id)
+            && (old.parent_id != entry.parent_id || old.name != entry.name)
+        {
+            let (old_parent, old_name) = (old.parent_id, old.name.clone());
+            self.unindex(entry.id, old_parent, &old_name);
         }
-        if let Some(parent) = entry.parent_id {
-            self.by_parent.entry(parent).or_default().insert(entry.id);
-        }
+        self.index(entry.id, entry.parent_id, &entry.name);
         let slot = self.entries.entry(entry.id).or_insert((entry.clone(), 0));
         slot.0 = entry;
         slot.1 += 1;
     }
 
-    fn unindex(&mut self, id: u64, parent: Option<u64>) {
+    fn index(&mut self, id: u64, parent: Option<u64>, name: &str) {
+        let Some(parent) = parent else { return };
+        self.by_parent.entry(parent).or_default().insert(id);
+        self.by_name
+            .entry((parent, name.to_owned()))
+            .or_default()
+            .insert(id);
+    }
+
+    fn unindex(&mut self, id: u64, parent: Option<u64>, name: &str) {
         let Some(parent) = parent else { return };
         if let Some(ids) = self.by_parent.get_mut(&parent) {
             ids.remove(&id);
             if ids.is_empty() {
                 self.by_parent.remove(&parent);
+            }
+        }
+        let key = (parent, name.to_owned());
+        if let Some(ids) = self.by_name.get_mut(&key) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_name.remove(&key);
             }
         }
     }
@@ -145,10 +164,15 @@ impl Overlay {
             Op::Delete { .. } => None,
         };
         if let Some(id) = id {
-            let parent = self.entries.get(&id).and_then(|(e, _)| e.parent_id);
+            let place = self
+                .entries
+                .get(&id)
+                .map(|(e, _)| (e.parent_id, e.name.clone()));
             release(&mut self.entries, id, |s| &mut s.1);
-            if !self.entries.contains_key(&id) {
-                self.unindex(id, parent);
+            if !self.entries.contains_key(&id)
+                && let Some((parent, name)) = place
+            {
+                self.unindex(id, parent, &name);
             }
         }
         match op {
@@ -182,11 +206,9 @@ impl Overlay {
     /// The server created local entry `local` as `server`.
     pub fn rekey(&mut self, local: u64, server: u64) {
         if let Some((mut entry, count)) = self.entries.remove(&local) {
-            self.unindex(local, entry.parent_id);
+            self.unindex(local, entry.parent_id, &entry.name);
             entry.id = server;
-            if let Some(parent) = entry.parent_id {
-                self.by_parent.entry(parent).or_default().insert(server);
-            }
+            self.index(server, entry.parent_id, &entry.name);
             self.entries.insert(server, (entry, count));
         }
         if let Some(count) = self.removed.remove(&local) {
@@ -195,14 +217,14 @@ impl Overlay {
         if let Some(touched) = self.touched.remove(&local) {
             self.touched.insert(server, touched);
         }
-        let children = self.by_parent.remove(&local).unwrap_or_default();
-        for child in &children {
-            if let Some((entry, _)) = self.entries.get_mut(child) {
+        let children = self.by_parent.get(&local).cloned().unwrap_or_default();
+        for child in children {
+            if let Some((entry, _)) = self.entries.get_mut(&child) {
                 entry.parent_id = Some(server);
+                let name = entry.name.clone();
+                self.unindex(child, Some(local), &name);
+                self.index(child, Some(server), &name);
             }
-        }
-        if !children.is_empty() {
-            self.by_parent.entry(server).or_default().extend(children);
         }
     }
 
@@ -249,7 +271,14 @@ impl Overlay {
     /// The child `name` of directory `dir`, as [`children`](Self::children) would list
     /// it, found without building the listing.
     pub fn child(&self, dir: u64, server: &Listing, name: &str) -> Option<Entry> {
-        if let Some(entry) = self.placed_in(dir).find(|e| e.name == name) {
+        let placed = self
+            .by_name
+            .get(&(dir, name.to_owned()))
+            .into_iter()
+            .flatten()
+            .filter(|id| !self.removed.contains_key(id))
+            .find_map(|id| self.entries.get(id));
+        if let Some((entry, _)) = placed {
             return Some(entry.clone());
         }
         server
@@ -390,6 +419,37 @@ mod tests {
     }
 
     #[test]
+    fn a_child_is_found_by_its_current_name_only() {
+        let same = |id| id;
+        let server = Listing::from_entries([entry(10, 1, "kept")]);
+        let mut overlay = Overlay::default();
+        let create = Op::Create {
+            entry: entry(100, 1, ".f.tmp"),
+            uid: None,
+            gid: None,
+        };
+        let rename = Op::Rename {
+            entry: entry(100, 1, "f"),
+            replaced: None,
+        };
+        overlay.apply(&create, same);
+        assert_eq!(overlay.child(1, &server, ".f.tmp").map(|e| e.id), Some(100));
+        overlay.apply(&rename, same);
+        assert_eq!(overlay.child(1, &server, ".f.tmp"), None);
+        assert_eq!(overlay.child(1, &server, "f").map(|e| e.id), Some(100));
+        assert_eq!(overlay.child(2, &server, "f"), None);
+        assert_eq!(overlay.child(1, &server, "kept").map(|e| e.id), Some(10));
+        overlay.rekey(100, 50);
+        assert_eq!(overlay.child(1, &server, "f").map(|e| e.id), Some(50));
+        let delete = Op::Delete {
+            id: 50,
+            parent: Some(1),
+        };
+        overlay.apply(&delete, same);
+        assert_eq!(overlay.child(1, &server, "f"), None);
+    }
+
+    #[test]
     fn a_new_directorys_children_follow_its_server_id() {
         let same = |id| id;
         let mut overlay = Overlay::default();
@@ -420,5 +480,6 @@ mod tests {
         }
         assert!(overlay.is_empty());
         assert!(overlay.by_parent.is_empty(), "{:?}", overlay.by_parent);
+        assert!(overlay.by_name.is_empty(), "{:?}", overlay.by_name);
     }
 }
