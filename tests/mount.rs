@@ -261,12 +261,16 @@ fn two_mounts_editing_one_file_keep_both_versions() {
         .write(true)
         .open(a.path().join("shared.txt"))
         .unwrap();
-    from_a.write_all(b"edit from A\n").unwrap();
+    from_a.write_all(b"a longer edit from A\n").unwrap();
     write_synced(&b.path().join("shared.txt"), "edit from B\n");
     // A's upload finds version 2 on the server: its bytes go to a conflicted copy.
     drop(from_a);
     let a_status = wait_synced(a.path(), Duration::from_secs(10));
     assert_eq!(a_status["conflicts"].as_array().unwrap().len(), 1);
+    // A's kernel held the attributes of A's own edit: the name now holds B's version.
+    let on_a = a.path().join("shared.txt");
+    assert_eq!(fs::metadata(&on_a).unwrap().len(), 12);
+    assert_eq!(fs::read_to_string(&on_a).unwrap(), "edit from B\n");
     let conflicted_copy = || {
         fs::read_dir(b.path())
             .unwrap()
@@ -283,7 +287,7 @@ fn two_mounts_editing_one_file_keep_both_versions() {
     );
     assert_eq!(
         fs::read_to_string(b.path().join(copy)).unwrap(),
-        "edit from A\n"
+        "a longer edit from A\n"
     );
 }
 
@@ -619,6 +623,43 @@ fn an_open_right_after_another_mounts_fsync_reads_all_of_the_new_version() {
 }
 
 #[test]
+fn a_file_being_written_is_listed_and_read_at_its_local_size() {
+    if !fuse_available("a_file_being_written_is_listed_and_read_at_its_local_size") {
+        return;
+    }
+    let setup = setup();
+    let mount = mount(&setup);
+    let path = mount.path().join("growing");
+    let mut writer = fs::File::create(&path).unwrap();
+    let mut written = Vec::new();
+    for round in 0..20 {
+        let more = random_bytes(1000 + round * 7919, round as u64);
+        writer.write_all(&more).unwrap();
+        written.extend_from_slice(&more);
+        // A listing carries attributes the kernel keeps (readdirplus), while commits of
+        // earlier closes may run: it must list the size written here, or the reads
+        // below stop at a stale one.
+        let listed: Vec<_> = fs::read_dir(mount.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() == "growing")
+            .map(|e| e.metadata().unwrap().len())
+            .collect();
+        assert_eq!(listed, [written.len() as u64], "round {round}");
+        assert_eq!(fs::read(&path).unwrap(), written, "round {round}");
+        if round % 5 == 4 {
+            // A close commits in the background while the next rounds write.
+            drop(writer);
+            writer = OpenOptions::new().append(true).open(&path).unwrap();
+        }
+    }
+    drop(writer);
+    wait_synced(mount.path(), Duration::from_secs(30));
+    let fresh = common::mount(&setup);
+    assert_eq!(fs::read(fresh.path().join("growing")).unwrap(), written);
+}
+
+#[test]
 fn the_status_of_a_long_queue_names_the_first_hundred_and_counts_the_rest() {
     if !fuse_available("the_status_of_a_long_queue_names_the_first_hundred_and_counts_the_rest") {
         return;
@@ -654,8 +695,10 @@ fn another_mount_sees_a_change_within_two_seconds() {
     let a = mount(&setup);
     let b = mount(&setup);
     let within = Duration::from_secs(2);
-    // B has looked, so it has something cached to be wrong about.
+    // B has looked, so it has something cached to be wrong about: the listing, and
+    // the name as missing (the kernel keeps that for a second too).
     assert_eq!(sh(b.path(), "ls -A"), "");
+    assert!(!b.path().join("shared").exists());
     fs::write(a.path().join("shared"), "one").unwrap();
     let took = eventually(within, "a new file", || {
         fs::read_to_string(b.path().join("shared")).is_ok_and(|s| s == "one")

@@ -121,14 +121,11 @@ impl FuseAdapter {
     /// another mount, and the kernel cuts reads at the size it holds: the change feed
     /// drops the attributes of what other clients change, and an open that finds a
     /// version the kernel may not know drops them before answering (`CubbyFs::open`).
-    /// A file with local changes not yet on the server is not trusted at all: its
-    /// answer moves as they are committed.
+    /// A file with local changes is answered from them (listings too), and a commit
+    /// that ends as a conflicted copy drops what the kernel holds.
     fn attr_ttl(&self, entry: &Entry) -> Duration {
-        if self.fs.kernel_may_keep(self.fs.ino_of(entry.id), entry) {
-            KERNEL_TTL
-        } else {
-            Duration::ZERO
-        }
+        self.fs.told_kernel(self.fs.ino_of(entry.id), entry);
+        KERNEL_TTL
     }
 
     pub fn new(fs: Arc<CubbyFs>) -> Self {
@@ -238,7 +235,37 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(reply, self.fs.lookup(parent.0, name));
+        match self.fs.lookup(parent.0, name) {
+            // A name that is not there is remembered for the same second as one that is
+            // (inode 0 is the protocol's negative entry): a new file's name is looked up
+            // three or four times before it is created (`stat`, `open`, the create's own
+            // lookup, the rename's target). A name made here goes through the kernel,
+            // which replaces the negative entry; one made elsewhere shows within the
+            // second, as a change to a name already known does.
+            Err(FsError::NotFound) => reply.entry_with_ttls(
+                &Duration::ZERO,
+                &KERNEL_TTL,
+                &FileAttr {
+                    ino: INodeNo(0),
+                    size: 0,
+                    blocks: 0,
+                    atime: UNIX_EPOCH,
+                    mtime: UNIX_EPOCH,
+                    ctime: UNIX_EPOCH,
+                    crtime: UNIX_EPOCH,
+                    kind: FileType::RegularFile,
+                    perm: 0,
+                    nlink: 0,
+                    uid: 0,
+                    gid: 0,
+                    rdev: 0,
+                    blksize: BLOCK_SIZE,
+                    flags: 0,
+                },
+                Generation(0),
+            ),
+            result => self.reply_entry(reply, result),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {

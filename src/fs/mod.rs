@@ -712,13 +712,14 @@ impl CubbyFs {
         entry
     }
 
-    /// Whether the kernel may keep `entry`'s attributes (for the kernel's TTL): a
-    /// directory, or a file with no local change waiting (no staged copy, no journaled
-    /// change), whose attributes are then remembered so `open` can drop them when it
-    /// finds another version.
-    pub fn kernel_may_keep(&self, ino: u64, entry: &Entry) -> bool {
+    /// Remembers what the kernel is told of a file with no local change waiting (no
+    /// staged copy, no journaled change), so `open` can drop the kernel's attributes
+    /// when it finds another version. A file with local changes is answered from them,
+    /// and the kernel's own writes keep its size; what it was told is dropped when a
+    /// commit becomes a conflicted copy instead.
+    pub fn told_kernel(&self, ino: u64, entry: &Entry) {
         if entry.kind != EntryKind::File {
-            return true;
+            return;
         }
         let settled = self.staged_copy(entry.id).is_none()
             && matches!(self.overlaid(entry.id).1, Overlaid::Untouched);
@@ -727,6 +728,5 @@ impl CubbyFs {
         } else {
             self.kernel_attrs.invalidate(&ino);
         }
-        settled
     }
 }

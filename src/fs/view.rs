@@ -244,6 +244,16 @@ impl CubbyFs {
         if children.iter().any(|e| self.older_than_committed(e)) {
             children = Arc::new(children.iter().map(|e| self.freshest(e)).collect());
         }
+        // Listings carry attributes (readdirplus), which the kernel keeps: a file being
+        // written here is listed with its local size and times.
+        if children.iter().any(|e| self.staged_copy(e.id).is_some()) {
+            children = Arc::new(
+                children
+                    .iter()
+                    .map(|e| self.with_local_state(e.clone()))
+                    .collect(),
+            );
+        }
         self.prefetch_listings(&children);
         Ok((dir, children))
     }

@@ -178,6 +178,14 @@ impl CubbyFs {
                 staged.record_pending(&state, false)?;
             }
             drop(state);
+            if report.file_id != sending.target_id {
+                // A conflicted copy: the name holds another client's version, not the
+                // one this mount and its kernel answered with while the change waited.
+                self.entries.invalidate(&sending.target_id);
+                if let Some(kernel) = self.kernel.get() {
+                    kernel.forget_attributes_now(self.ino_of(id));
+                }
+            }
         }
         if !sending.attrs.is_empty() {
             let pending = &sending.attrs;
@@ -325,8 +333,7 @@ impl CubbyFs {
             known.version = report.version;
             known.hash = Some(report.hash);
             known.mtime_ns = modified.unwrap_or(known.mtime_ns);
-            // The file's attributes answer offline (its kernel attributes are never
-            // cached, so a listed copy's size does not matter).
+            // What the file's attributes answer offline.
             self.known_entries.insert(known.id, known);
             self.known_changed();
         }
