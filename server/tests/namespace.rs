@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestServer, expect_error};
+use common::{Client, TestServer, expect_error};
 use cubby_proto::ErrorCode;
 use cubby_proto::api::{Entry, EntryKind, ListResponse};
 use reqwest::StatusCode;
@@ -489,4 +489,36 @@ async fn a_change_sent_again_with_its_key_is_applied_once() {
         .await
         .unwrap();
     expect_error(bad, StatusCode::BAD_REQUEST, ErrorCode::BadRequest).await;
+}
+
+#[tokio::test]
+async fn a_stored_reply_outlives_a_crash_of_the_server() {
+    use cubby_proto::api::{IDEMPOTENCY_KEY, REPLAYED};
+    let mut server = TestServer::start();
+    let alice = server.user("alice").await;
+    let file = alice.upload("/a.txt", b"a", None).await;
+    let move_to_b = |client: &Client| {
+        client
+            .post("/move")
+            .header(IDEMPOTENCY_KEY, "journal-7")
+            .json(&json!({"id": file.file_id, "to": "/b.txt"}))
+    };
+    let first = move_to_b(&alice).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    // The reply is kept without an fsync of its own: a killed process keeps it.
+    server.kill_now();
+    server.resume();
+    let alice = server.login("alice").await;
+    alice
+        .post("/move")
+        .json(&json!({"id": file.file_id, "to": "/c.txt"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let again = move_to_b(&alice).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()[REPLAYED], "true");
+    assert_eq!(alice.stat_entry("/c.txt").await.id, file.file_id);
 }

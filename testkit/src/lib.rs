@@ -158,6 +158,14 @@ impl TestServer {
         }
     }
 
+    /// Kills the server process at once (SIGKILL), as a crash would, and waits for it.
+    pub fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Freezes the server process (SIGSTOP): its sockets stay open and nothing is
     /// answered, as with a hung server. Dropping the server still ends it.
     pub fn freeze(&self) {

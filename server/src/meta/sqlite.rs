@@ -1,5 +1,6 @@
 //! The embedded metadata engine: one SQLite file in WAL mode with `synchronous=FULL`,
-//! so a commit that returned is on disk.
+//! so a commit that returned is on disk (the one exception: a stored reply of an
+//! idempotent request, see [`Durability::WithNextSynced`]).
 //!
 //! One writing connection behind a mutex, used from blocking threads (`spawn_blocking`):
 //! every change is one `BEGIN IMMEDIATE` transaction, so changes are serialised and each
@@ -67,6 +68,17 @@ pub struct SqliteMetaStore {
     /// The origin of the write under way (see [`crate::origin`]), which the change
     /// feed's triggers read through the SQL function `cubby_write_origin()`.
     origin: Arc<Mutex<Option<String>>>,
+}
+
+/// When a write's commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Before the write returns (the WAL is fsynced at commit: `synchronous=FULL`).
+    Synced,
+    /// With the next synced commit (`synchronous=NORMAL` for this one): a crash of the
+    /// process keeps it, a power loss before the next synced commit may not. For what
+    /// can be lost at no cost but a repeat, such as a stored reply.
+    WithNextSynced,
 }
 
 /// Read-only connections, each used by one read at a time.
@@ -152,8 +164,18 @@ impl SqliteMetaStore {
         })
     }
 
-    /// Runs `f` in one immediate transaction on a blocking thread; commits on `Ok`.
+    /// Runs `f` in one immediate transaction on a blocking thread; commits on `Ok`, and
+    /// the commit is on disk when this returns.
     async fn write<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
+    {
+        self.write_as(Durability::Synced, f).await
+    }
+
+    /// Like [`Self::write`], with the commit made durable as `durability` says.
+    async fn write_as<T, F>(&self, durability: Durability, f: F) -> Result<T, MetaError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
@@ -167,10 +189,19 @@ impl SqliteMetaStore {
                 .map_err(|_| MetaError::Backend("poisoned".into()))?;
             // Held with the connection: no other write runs until this one ends.
             *origin.lock().unwrap_or_else(|p| p.into_inner()) = request_origin;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
+            if durability == Durability::WithNextSynced {
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+            }
+            let outcome = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            })();
+            if durability == Durability::WithNextSynced {
+                conn.pragma_update(None, "synchronous", "FULL")?;
+            }
+            outcome
         })
         .await
         .map_err(|e| MetaError::Backend(format!("metadata task failed: {e}")))?
@@ -653,8 +684,13 @@ impl MetaStore for SqliteMetaStore {
         request_hash: [u8; 32],
         reply: StoredReply,
     ) -> Result<(), MetaError> {
-        self.write(move |tx| replies::store(tx, user, &request_hash, &reply, now_ns()))
-            .await
+        // Kept as the change it answers was applied, without a second fsync: a reply
+        // lost to a power cut before the next synced commit is the window the
+        // idempotency module already names (a server stopping between the two).
+        self.write_as(Durability::WithNextSynced, move |tx| {
+            replies::store(tx, user, &request_hash, &reply, now_ns())
+        })
+        .await
     }
 
     async fn prune_replies(&self, before_ns: i64) -> Result<u64, MetaError> {
@@ -799,5 +835,36 @@ impl MetaStore for SqliteMetaStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(store: &SqliteMetaStore) -> i64 {
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reply_kept_without_its_own_fsync_leaves_later_commits_synced() {
+        const FULL: i64 = 2;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetaStore::open(&dir.path().join("meta.db")).unwrap();
+        assert_eq!(synchronous(&store), FULL);
+        let user = store.create_user("alice", "hash").await.unwrap();
+        let reply = StoredReply {
+            status: 200,
+            body: b"{}".to_vec(),
+        };
+        store.store_reply(user, [7; 32], reply).await.unwrap();
+        assert_eq!(synchronous(&store), FULL);
+        let kept = store.stored_reply(user, [7; 32]).await.unwrap().unwrap();
+        assert_eq!((kept.status, kept.body.as_slice()), (200, &b"{}"[..]));
     }
 }
