@@ -1,7 +1,8 @@
 //! The sync worker: sends what waits locally (journaled namespace changes, in order,
 //! then staged content) to the server, and tells the mount whether it is online.
 //!
-//! One thread, woken when work arrives. A transport failure marks the mount offline;
+//! One thread, woken when work arrives; it replays the journal in order, then uploads
+//! queued files, a few at once on scoped threads of its own. A transport failure marks the mount offline;
 //! the worker then retries with capped exponential backoff (250 ms doubling to 4 s), and
 //! the first request that succeeds marks it online again. A change the server refuses
 //! for good (its parent was deleted elsewhere, say) is logged as the last error and
@@ -33,6 +34,9 @@ enum Applied {
 
 /// Pending uploads listed by name in the status.
 pub const LISTED_UPLOADS: usize = 100;
+
+/// Files the sync worker uploads at once.
+const UPLOADS_AT_ONCE: usize = 3;
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
@@ -414,28 +418,49 @@ impl CubbyFs {
             Err(_) => return Err(()),
         };
         // Each queued file once per pass: one that keeps failing waits its turn again
-        // behind the others instead of holding them up.
-        let mut failed = false;
+        // behind the others instead of holding them up. Several files go at once (each
+        // file's commits are one at a time by its own lock): a small file's upload is a
+        // few round trips and a synced commit, so one at a time leaves the server and
+        // the disk idle between them.
         let queued = lock(&self.sync.uploads).len();
-        for _ in 0..queued {
-            let Some(id) = lock(&self.sync.uploads).pop_front() else {
-                break;
-            };
-            match self.upload(id) {
-                Ok(()) => worked = true,
-                Err(FsError::Offline) => {
-                    lock(&self.sync.uploads).push_front(id);
-                    return Err(());
-                }
-                Err(error) => {
-                    tracing::warn!(file = id, %error, "upload failed; will retry");
-                    self.sync.note_error(error.to_string());
-                    lock(&self.sync.uploads).push_back(id);
-                    failed = true;
+        let taken = AtomicU64::new(0);
+        let uploaded = std::sync::atomic::AtomicBool::new(false);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let offline = std::sync::atomic::AtomicBool::new(false);
+        let uploader = || {
+            while !offline.load(Ordering::Relaxed)
+                && (taken.fetch_add(1, Ordering::Relaxed) as usize) < queued
+            {
+                let Some(id) = lock(&self.sync.uploads).pop_front() else {
+                    break;
+                };
+                match self.upload(id) {
+                    Ok(()) => uploaded.store(true, Ordering::Relaxed),
+                    Err(FsError::Offline) => {
+                        lock(&self.sync.uploads).push_front(id);
+                        offline.store(true, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        tracing::warn!(file = id, %error, "upload failed; will retry");
+                        self.sync.note_error(error.to_string());
+                        lock(&self.sync.uploads).push_back(id);
+                        failed.store(true, Ordering::Relaxed);
+                    }
                 }
             }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..UPLOADS_AT_ONCE.min(queued) {
+                scope.spawn(uploader);
+            }
+            uploader();
+        });
+        worked |= uploaded.into_inner();
+        if offline.into_inner() || failed.into_inner() {
+            Err(())
+        } else {
+            Ok(worked)
         }
-        if failed { Err(()) } else { Ok(worked) }
     }
 
     /// Replays the journal in order (one replayer at a time: the sync worker, or an
