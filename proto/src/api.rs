@@ -361,7 +361,7 @@ pub struct TrashRestoreRequest {
 }
 
 /// `POST /file/{id}/attrs`: change the mode or modification time of an entry.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttrsRequest {
     /// Permission bits (07777).
     #[serde(default)]
@@ -395,6 +395,111 @@ pub struct CreateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_ns: Option<i64>,
 }
+
+// Batches of namespace changes.
+
+/// Where a batched change finds an entry: an id, or the entry an earlier item of the
+/// same batch made or changed (`{"item": 0}`: the first item's entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BatchRef {
+    Id(u64),
+    Item { item: usize },
+}
+
+/// One namespace change of a batch; each does what its own route does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum BatchOp {
+    /// As `POST /mkdir` with `parent_id` and `name`, then its owner labels.
+    Mkdir {
+        parent: BatchRef,
+        name: String,
+        #[serde(default)]
+        mode: Option<u32>,
+        #[serde(default)]
+        uid: Option<u32>,
+        #[serde(default)]
+        gid: Option<u32>,
+    },
+    /// As `POST /create`.
+    Create {
+        parent: BatchRef,
+        name: String,
+        #[serde(default)]
+        mode: Option<u32>,
+        #[serde(default)]
+        uid: Option<u32>,
+        #[serde(default)]
+        gid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time_ns: Option<i64>,
+    },
+    /// As `POST /move` with `id`, `to_parent_id` and `to_name`.
+    Move {
+        id: BatchRef,
+        parent: BatchRef,
+        name: String,
+        #[serde(default)]
+        replace: bool,
+    },
+    /// As `DELETE /file/{id}` (not recursive).
+    Delete { id: BatchRef },
+    /// As `POST /file/{id}/attrs`.
+    Attrs {
+        id: BatchRef,
+        #[serde(flatten)]
+        attrs: AttrsRequest,
+    },
+}
+
+/// One item of `POST /batch`: a change with the idempotency key of the change it
+/// replays (as the `Idempotency-Key` header of its own route would carry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(flatten)]
+    pub op: BatchOp,
+}
+
+/// `POST /batch`: changes applied in order, in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub items: Vec<BatchItem>,
+}
+
+/// What one applied item did: the entry it left (every op but delete), or how many
+/// entries a delete removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchDone {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u64>,
+}
+
+/// The item that stopped a batch, and why (the answer its own route would give).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchStop {
+    pub index: usize,
+    pub status: u16,
+    #[serde(flatten)]
+    pub error: crate::error::ErrorBody,
+}
+
+/// The answer of `POST /batch`: one result per item applied, in order. A batch stops
+/// at the first item refused (a name taken, an entry gone): the items before it are
+/// applied, it and those after are not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub done: Vec<BatchDone>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<BatchStop>,
+}
+
+/// Most items in one batch.
+pub const MAX_BATCH_ITEMS: usize = 512;
 
 // The change feed.
 

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use cubby_proto::api::{Change, EntryKind};
 use cubby_proto::{ContentHash, RemotePath};
+use cubby_server::meta::ItemRef;
 use cubby_server::meta::{
-    AttrChange, ChangeBatch, ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError,
-    MetaStore, NewContent, RetentionPolicy, RetentionReport, SqliteMetaStore, StoredReply,
-    UploadSession, UserId, VersionRecord, XattrMode,
+    AttrChange, BatchChange, BatchChangeItem, ChangeBatch, ChunkPresence, ChunkRef, CommitRequest,
+    EntryId, Location, MetaError, MetaStore, NewContent, RetentionPolicy, RetentionReport,
+    SqliteMetaStore, StoredReply, UploadSession, UserId, VersionRecord, XattrMode,
 };
 
 fn path(p: &str) -> Location {
@@ -307,6 +308,32 @@ async fn a_create_and_its_first_content_are_one_version(store: Arc<dyn MetaStore
     assert_eq!(
         numbers(store.versions(u, EntryId(full.id)).await.unwrap()),
         [2, 1]
+    );
+    // A create in a batch is the same create: its device's first content replaces it.
+    let root = store.resolve(u, &path("/")).await.unwrap();
+    let batched = store
+        .apply_batch(
+            u,
+            Some("laptop".to_owned()),
+            vec![BatchChangeItem {
+                key: None,
+                change: BatchChange::Create {
+                    parent: ItemRef::Id(EntryId(root.id)),
+                    name: "b".parse().unwrap(),
+                    attrs: AttrChange::default(),
+                },
+            }],
+        )
+        .await
+        .unwrap();
+    let made = batched.done[0].entry.clone().unwrap();
+    store
+        .commit(u, from("laptop", "/b", Some(1), b"bytes"), all())
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(store.versions(u, EntryId(made.id)).await.unwrap()),
+        [2]
     );
 }
 
@@ -1233,6 +1260,172 @@ async fn stored_replies(store: Arc<dyn MetaStore>) {
     assert_eq!(store.stored_reply(alice, request).await.unwrap(), None);
 }
 
+async fn batches(store: Arc<dyn MetaStore>) {
+    let alice = store.create_user("alice", "x").await.unwrap();
+    let bob = store.create_user("bob", "x").await.unwrap();
+    let root = store.resolve(alice, &path("/")).await.unwrap();
+    let name = |n: &str| n.parse().unwrap();
+    let keyed = |key: &str, change: BatchChange| BatchChangeItem {
+        key: Some(key.into()),
+        change,
+    };
+    let at_root = ItemRef::Id(EntryId(root.id));
+    let items = vec![
+        keyed(
+            "k1",
+            BatchChange::Mkdir {
+                parent: at_root,
+                name: name("d"),
+                mode: 0o750,
+                attrs: AttrChange::default(),
+            },
+        ),
+        keyed(
+            "k2",
+            BatchChange::Create {
+                parent: ItemRef::Earlier(0),
+                name: name("f"),
+                attrs: AttrChange {
+                    mode: Some(0o600),
+                    ..AttrChange::default()
+                },
+            },
+        ),
+        keyed(
+            "k3",
+            BatchChange::SetAttrs {
+                id: ItemRef::Earlier(1),
+                attrs: AttrChange {
+                    mtime_ns: Some(1_000),
+                    ..AttrChange::default()
+                },
+            },
+        ),
+        keyed(
+            "k4",
+            BatchChange::Move {
+                id: ItemRef::Earlier(1),
+                parent: ItemRef::Earlier(0),
+                name: name("g"),
+                replace: false,
+            },
+        ),
+        keyed(
+            "k5",
+            BatchChange::Create {
+                parent: at_root,
+                name: name("x"),
+                attrs: AttrChange::default(),
+            },
+        ),
+    ];
+    let first = store.apply_batch(alice, None, items.clone()).await.unwrap();
+    assert!(first.stopped.is_none(), "{:?}", first.stopped);
+    assert_eq!(first.done.len(), 5);
+    let dir = first.done[0].entry.clone().unwrap();
+    assert_eq!((dir.kind, dir.mode), (EntryKind::Dir, 0o750));
+    let in_dir = store.children(alice, EntryId(dir.id)).await.unwrap();
+    assert_eq!(in_dir.len(), 1);
+    let file = &in_dir[0];
+    assert_eq!(
+        (file.name.as_str(), file.kind, file.mode, file.mtime_ns),
+        ("g", EntryKind::File, 0o600, 1_000)
+    );
+    assert_eq!(first.done[3].entry.as_ref().unwrap(), file);
+
+    // Sent again with the same keys (its answer lost): answered as the first time,
+    // applied once (a second mkdir of "d" would be refused).
+    let again = store.apply_batch(alice, None, items).await.unwrap();
+    assert!(again.stopped.is_none(), "{:?}", again.stopped);
+    assert_eq!(again.done, first.done);
+    let names: Vec<String> = store
+        .children(alice, EntryId(root.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["d", "x"]);
+
+    // A refusal stops the batch there: what came before stays, it and what follows
+    // are not applied.
+    let plain = |change| BatchChangeItem { key: None, change };
+    let create = |n: &str| {
+        plain(BatchChange::Create {
+            parent: at_root,
+            name: name(n),
+            attrs: AttrChange::default(),
+        })
+    };
+    let stopped = store
+        .apply_batch(alice, None, vec![create("y"), create("x"), create("z")])
+        .await
+        .unwrap();
+    assert_eq!(stopped.done.len(), 1);
+    assert!(
+        matches!(stopped.stopped, Some((1, MetaError::AlreadyExists))),
+        "{:?}",
+        stopped.stopped
+    );
+    assert!(store.resolve(alice, &path("/y")).await.is_ok());
+    assert!(matches!(
+        store.resolve(alice, &path("/z")).await,
+        Err(MetaError::NotFound)
+    ));
+
+    // A directory that is not empty is refused, and nothing of the item is left.
+    let refused = store
+        .apply_batch(
+            alice,
+            None,
+            vec![plain(BatchChange::Delete {
+                id: ItemRef::Id(EntryId(dir.id)),
+            })],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        refused.stopped,
+        Some((0, MetaError::DirectoryNotEmpty))
+    ));
+    assert!(store.entry(alice, EntryId(dir.id)).await.is_ok());
+
+    // Another user's ids are not found, and nothing of theirs changes.
+    let bobs = store
+        .apply_batch(
+            bob,
+            None,
+            vec![plain(BatchChange::Delete {
+                id: ItemRef::Id(EntryId(file.id)),
+            })],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(bobs.stopped, Some((0, MetaError::NotFound))));
+    assert!(store.entry(alice, EntryId(file.id)).await.is_ok());
+
+    // An item naming a deleted one finds nothing.
+    let x = store.resolve(alice, &path("/x")).await.unwrap();
+    let gone = store
+        .apply_batch(
+            alice,
+            None,
+            vec![
+                plain(BatchChange::Delete {
+                    id: ItemRef::Id(EntryId(x.id)),
+                }),
+                plain(BatchChange::SetAttrs {
+                    id: ItemRef::Earlier(0),
+                    attrs: AttrChange::default(),
+                }),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.done[0].deleted, Some(1));
+    assert!(matches!(gone.stopped, Some((1, MetaError::NotFound))));
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
@@ -1264,6 +1457,7 @@ macro_rules! conformance {
             conformance!(@case change_feed);
             conformance!(@case login_sessions);
             conformance!(@case stored_replies);
+            conformance!(@case batches);
         }
     };
     (@case $name:ident) => {

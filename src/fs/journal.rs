@@ -286,6 +286,17 @@ impl Journal {
         Some((*seq, state.keys.get(seq).cloned(), op.clone()))
     }
 
+    /// The oldest `count` operations not yet applied, with their idempotency keys.
+    pub fn leading(&self, count: usize) -> Vec<(u64, Option<String>, Op)> {
+        let state = self.lock();
+        state
+            .ops
+            .iter()
+            .take(count)
+            .map(|(seq, op)| (*seq, state.keys.get(seq).cloned(), op.clone()))
+            .collect()
+    }
+
     /// Every operation not yet applied, oldest first.
     pub fn all(&self) -> Vec<Op> {
         self.lock().ops.values().cloned().collect()

@@ -20,6 +20,8 @@ use super::journal::Op;
 use super::{CubbyFs, FsError, FsResult, lock};
 use crate::conflict::{ATTEMPTS, conflicted_name};
 
+mod batch;
+
 /// What a replayed change did to the server's state, for the caches.
 enum Applied {
     /// The entry is now as given; `from` is the directory it left, when it moved.
@@ -67,6 +69,8 @@ pub struct SyncState {
     /// Whether the change feed is followed now: while it is, what the mount cached is
     /// kept until a change says otherwise (see [`super::CacheExpiry`]).
     pub(super) feed_live: Arc<std::sync::atomic::AtomicBool>,
+    /// The server answered a batch as an unknown route: changes replay one at a time.
+    no_batches: std::sync::atomic::AtomicBool,
 }
 
 /// How long a change this mount made is taken to be the cause of feed entries about it.
@@ -89,6 +93,7 @@ impl Default for SyncState {
             conflicted: Mutex::new(HashSet::new()),
             replaying: Mutex::new(()),
             touched: Mutex::new(HashMap::new()),
+            no_batches: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -470,39 +475,27 @@ impl CubbyFs {
     pub(super) fn replay_journal(&self) -> FsResult<bool> {
         let _one_at_a_time = lock(&self.sync.replaying);
         let mut worked = false;
+        // A change a batch stopped at is replayed on its own, which decides it.
+        let mut alone = None;
         while let Some((seq, key, op)) = self.journal.first() {
             // No listing fetch straddles the change: one fetched before it is edited below.
             let _gate = self
                 .namespace_gate
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if alone != Some(seq) {
+                let run = self
+                    .replay_batch()
+                    .map_err(|error| self.replay_failed(error))?;
+                worked |= run.applied > 0;
+                alone = run.stopped_at;
+                if run.applied > 0 || alone.is_some() {
+                    continue;
+                }
+            }
             // Its requests carry its key: applied once, however often it is replayed.
-            let applied = match super::replaying_with(key, || self.replay(&op)) {
-                Ok(applied) => applied,
-                // The server refused this change for good: it is dropped, loudly, and the
-                // local view goes back to the server's.
-                Err(
-                    error @ (FsError::Invalid
-                    | FsError::NotDir
-                    | FsError::IsDir
-                    | FsError::NotEmpty
-                    | FsError::Exists
-                    | FsError::NameTooLong
-                    | FsError::NotFound
-                    | FsError::NotPermitted),
-                ) => {
-                    tracing::error!(?op, %error, "the server refused a journaled change; dropped");
-                    self.sync.note_error(format!("{op:?}: {error}"));
-                    Applied::Unknown
-                }
-                // Unreachable, or refused for now (a 5xx, an expired token): later.
-                Err(error) => {
-                    if !matches!(error, FsError::Offline) {
-                        self.sync.note_error(error.to_string());
-                    }
-                    return Err(error);
-                }
-            };
+            let replayed = super::replaying_with(key, || self.replay(&op));
+            let applied = self.settled(&op, replayed)?;
             {
                 // Listings show the change before the overlay stops showing it.
                 let mut overlay = lock(&self.overlay);
@@ -513,6 +506,39 @@ impl CubbyFs {
             worked = true;
         }
         Ok(worked)
+    }
+
+    /// The outcome of replaying `op`: a change the server refused for good is dropped,
+    /// loudly, and the local view goes back to the server's (`Applied::Unknown`); one it
+    /// could not take for now stays first in line (the error).
+    fn settled(&self, op: &Op, replayed: FsResult<Applied>) -> FsResult<Applied> {
+        match replayed {
+            Ok(applied) => Ok(applied),
+            Err(
+                error @ (FsError::Invalid
+                | FsError::NotDir
+                | FsError::IsDir
+                | FsError::NotEmpty
+                | FsError::Exists
+                | FsError::NameTooLong
+                | FsError::NotFound
+                | FsError::NotPermitted),
+            ) => {
+                tracing::error!(?op, %error, "the server refused a journaled change; dropped");
+                self.sync.note_error(format!("{op:?}: {error}"));
+                Ok(Applied::Unknown)
+            }
+            Err(error) => Err(self.replay_failed(error)),
+        }
+    }
+
+    /// Unreachable, or refused for now (a 5xx, an expired token): later, with the error
+    /// shown unless it is only the mount being offline.
+    fn replay_failed(&self, error: FsError) -> FsError {
+        if !matches!(error, FsError::Offline) {
+            self.sync.note_error(error.to_string());
+        }
+        error
     }
 
     /// Brings cached server state up to date with a change the server applied.

@@ -197,7 +197,15 @@ impl CubbyFs {
             };
         }
         let (dirty, modified, attrs) = (state.dirty, state.modified_ns, state.attrs.clone());
+        let committed = state.base_version;
         drop(state);
+        if !dirty && entry.version < committed {
+            // Its content was committed while `entry` was read (only its attributes
+            // wait): the entry the commit left, not the version before it.
+            if let Ok(current) = self.entry(entry.id) {
+                entry = current;
+            }
+        }
         if dirty && let Ok(len) = staged.len() {
             entry.size = len;
         }

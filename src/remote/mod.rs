@@ -402,6 +402,14 @@ impl Remote {
         Ok(listing.children)
     }
 
+    /// `POST /batch`: namespace changes in order, in one request.
+    pub async fn batch(
+        &self,
+        request: &cubby_proto::api::BatchRequest,
+    ) -> Result<cubby_proto::api::BatchResponse, RemoteError> {
+        self.post_json("/batch", request).await
+    }
+
     /// `POST /upload/begin`.
     pub async fn begin_upload(
         &self,

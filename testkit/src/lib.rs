@@ -485,7 +485,8 @@ pub struct Mount {
     /// More arguments for `cubby mount`.
     args: Vec<String>,
     /// Where stderr goes, under the mount's default log level, for tests of what the
-    /// mount logs; without it, stderr is the test's and RUST_LOG is `cubby=warn`.
+    /// mount logs; without it, stderr is the test's and RUST_LOG is `cubby=warn`, or
+    /// `CUBBY_TEST_MOUNT_LOG` when set (to see what a failing test's mount did).
     log: Option<PathBuf>,
     child: Option<Child>,
 }
@@ -585,7 +586,10 @@ impl Mount {
             .stdout(Stdio::null());
         match &self.log {
             None => command
-                .env("RUST_LOG", "cubby=warn")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("CUBBY_TEST_MOUNT_LOG").unwrap_or_else(|_| "cubby=warn".into()),
+                )
                 .stderr(Stdio::inherit()),
             Some(path) => {
                 let file = std::fs::OpenOptions::new()

@@ -7,6 +7,7 @@
 //! [`BlobStore`]: crate::blob::BlobStore
 
 pub mod auth;
+mod batch;
 mod changes;
 mod chunks;
 mod files;
@@ -31,6 +32,9 @@ use crate::error::ApiError;
 
 /// Room for the chunk list of the largest file (about 100 bytes of JSON per chunk).
 const BEGIN_BODY_LIMIT: usize = 16 << 20;
+
+/// Room for the largest batch of namespace changes (about 200 bytes of JSON per item).
+const BATCH_BODY_LIMIT: usize = 1 << 20;
 
 /// Requests served at once (the feed's long polls and `/healthz` aside). Each may hold
 /// one of the runtime's 512 blocking threads waiting for the metadata store; bounded
@@ -99,6 +103,10 @@ pub fn router(state: AppState) -> Router {
         .route("/create", post(tree::create.layer(once.clone())))
         .route("/move", post(tree::rename.layer(once.clone())))
         .route("/delete", post(tree::remove_by_path.layer(once)))
+        .route(
+            "/batch",
+            post(batch::batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
+        )
         // Requests past the limit wait their turn here, holding no thread.
         .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         // Outside the limit: liveness must answer while the rest is busy (clients'

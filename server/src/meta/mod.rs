@@ -204,6 +204,60 @@ pub struct StoredReply {
     pub body: Vec<u8>,
 }
 
+/// Where a batched change finds its entry: by id, or the entry an earlier item of the
+/// same batch left (by its index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemRef {
+    Id(EntryId),
+    Earlier(usize),
+}
+
+/// One change of a batch ([`MetaStore::apply_batch`]); each does what its own method
+/// does.
+#[derive(Debug, Clone)]
+pub enum BatchChange {
+    /// [`MetaStore::mkdir`] of a name in a directory, then `attrs`.
+    Mkdir {
+        parent: ItemRef,
+        name: Name,
+        mode: u32,
+        attrs: AttrChange,
+    },
+    /// A new empty file (a commit with no base), then `attrs`.
+    Create {
+        parent: ItemRef,
+        name: Name,
+        attrs: AttrChange,
+    },
+    /// [`MetaStore::rename`] without a base version.
+    Move {
+        id: ItemRef,
+        parent: ItemRef,
+        name: Name,
+        replace: bool,
+    },
+    /// [`MetaStore::delete`], not recursive, without a base version.
+    Delete { id: ItemRef },
+    /// [`MetaStore::set_attrs`].
+    SetAttrs { id: ItemRef, attrs: AttrChange },
+}
+
+/// A batched change with the idempotency key it carries (if any): a change whose key
+/// was applied before (in a batch) is answered as it was then, not applied again.
+#[derive(Debug, Clone)]
+pub struct BatchChangeItem {
+    pub key: Option<String>,
+    pub change: BatchChange,
+}
+
+/// What [`MetaStore::apply_batch`] did: a result per item applied, in order, and the
+/// item that stopped the batch, if one did (it and those after it are not applied).
+#[derive(Debug)]
+pub struct BatchOutcome {
+    pub done: Vec<cubby_proto::api::BatchDone>,
+    pub stopped: Option<(usize, MetaError)>,
+}
+
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -328,6 +382,20 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         recursive: bool,
         base_version: Option<u64>,
     ) -> Result<u64, MetaError>;
+
+    /// Applies `items` in order in one transaction, each as its own method would. A
+    /// refusal (a name taken, an entry gone: anything but a backend failure) stops the
+    /// batch at that item, which is left undone with the items after it; the items before
+    /// stay applied. A backend failure applies nothing. An item with a key stores its
+    /// answer in the same transaction, so a batch sent again (its answer lost) answers
+    /// the items applied before from what they did then. A create's empty first version
+    /// is `device`'s (see [`CommitRequest::device`]).
+    async fn apply_batch(
+        &self,
+        user: UserId,
+        device: Option<String>,
+        items: Vec<BatchChangeItem>,
+    ) -> Result<BatchOutcome, MetaError>;
 
     /// Changes the given attributes of an entry; the others stay.
     async fn set_attrs(

@@ -18,11 +18,12 @@ use cubby_proto::{ContentHash, Name};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    ChangeBatch, ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError, MetaStore,
-    RetentionPolicy, RetentionReport, StoredReply, TrashItem, UploadSession, UploadState, UserId,
-    UserRecord, VersionContent, VersionRecord,
+    AttrChange, ChangeBatch, ChunkPresence, ChunkRef, CommitRequest, EntryId, Location, MetaError,
+    MetaStore, RetentionPolicy, RetentionReport, StoredReply, TrashItem, UploadSession,
+    UploadState, UserId, UserRecord, VersionContent, VersionRecord,
 };
 
+mod batch;
 mod changes;
 mod history;
 mod replies;
@@ -388,12 +389,7 @@ impl MetaStore for SqliteMetaStore {
             {
                 return root(tx, user);
             }
-            let (dir, name) = resolve_parent(tx, user, &location, parents)?;
-            match child(tx, dir.id, name.as_str())? {
-                Some(existing) if parents && existing.kind == EntryKind::Dir => Ok(existing),
-                Some(_) => Err(MetaError::AlreadyExists),
-                None => insert_dir(tx, user, dir.id, name.as_str(), mode),
-            }
+            mkdir_in(tx, user, &location, parents, mode)
         })
         .await
     }
@@ -595,19 +591,8 @@ impl MetaStore for SqliteMetaStore {
         recursive: bool,
         base_version: Option<u64>,
     ) -> Result<u64, MetaError> {
-        self.write(move |tx| {
-            let entry = load_entry(tx, user, id.0)?;
-            check_base(&entry, base_version)?;
-            let parent = entry.parent_id.ok_or(MetaError::InvalidMove)?;
-            if entry.kind == EntryKind::Dir && !recursive && has_children(tx, entry.id)? {
-                return Err(MetaError::DirectoryNotEmpty);
-            }
-            let now = now_ns();
-            let count = delete_subtree(tx, entry.id, now)?;
-            touch(tx, parent, now)?;
-            Ok(count)
-        })
-        .await
+        self.write(move |tx| delete_in(tx, user, id, recursive, base_version))
+            .await
     }
 
     async fn versions(&self, user: UserId, file: EntryId) -> Result<Vec<VersionRecord>, MetaError> {
@@ -697,32 +682,24 @@ impl MetaStore for SqliteMetaStore {
         self.write(move |tx| replies::prune(tx, before_ns)).await
     }
 
+    async fn apply_batch(
+        &self,
+        user: UserId,
+        device: Option<String>,
+        items: Vec<super::BatchChangeItem>,
+    ) -> Result<super::BatchOutcome, MetaError> {
+        self.write(move |tx| batch::apply(tx, user, device.as_deref(), items))
+            .await
+    }
+
     async fn set_attrs(
         &self,
         user: UserId,
         id: EntryId,
         attrs: super::AttrChange,
     ) -> Result<Entry, MetaError> {
-        self.write(move |tx| {
-            let entry = load_entry(tx, user, id.0)?;
-            tx.execute(
-                "UPDATE entries SET mode = COALESCE(?2, mode), mtime_ns = COALESCE(?3, mtime_ns),
-                                    uid = COALESCE(?4, uid), gid = COALESCE(?5, gid),
-                                    atime_ns = COALESCE(?6, atime_ns, mtime_ns), ctime_ns = ?7
-                 WHERE id = ?1",
-                params![
-                    entry.id,
-                    attrs.mode.map(|m| m & 0o7777),
-                    attrs.mtime_ns,
-                    attrs.uid,
-                    attrs.gid,
-                    attrs.atime_ns,
-                    attrs.ctime_ns.unwrap_or_else(now_ns)
-                ],
-            )?;
-            load_entry(tx, user, entry.id)
-        })
-        .await
+        self.write(move |tx| set_attrs_in(tx, user, id, &attrs))
+            .await
     }
 
     async fn mknod(

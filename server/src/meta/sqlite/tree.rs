@@ -421,3 +421,66 @@ pub(super) fn rename_in(
     touch(tx, dir.id, now)?;
     load_entry(tx, user, entry.id)
 }
+
+/// Makes directory `location` (see [`crate::meta::MetaStore::mkdir`]).
+pub(super) fn mkdir_in(
+    tx: &Transaction<'_>,
+    user: UserId,
+    location: &Location,
+    parents: bool,
+    mode: u32,
+) -> Result<Entry, MetaError> {
+    let (dir, name) = resolve_parent(tx, user, location, parents)?;
+    match child(tx, dir.id, name.as_str())? {
+        Some(existing) if parents && existing.kind == EntryKind::Dir => Ok(existing),
+        Some(_) => Err(MetaError::AlreadyExists),
+        None => insert_dir(tx, user, dir.id, name.as_str(), mode),
+    }
+}
+
+/// Moves entry `id` to the trash (see [`crate::meta::MetaStore::delete`]).
+pub(super) fn delete_in(
+    tx: &Transaction<'_>,
+    user: UserId,
+    id: EntryId,
+    recursive: bool,
+    base_version: Option<u64>,
+) -> Result<u64, MetaError> {
+    let entry = load_entry(tx, user, id.0)?;
+    check_base(&entry, base_version)?;
+    let parent = entry.parent_id.ok_or(MetaError::InvalidMove)?;
+    if entry.kind == EntryKind::Dir && !recursive && has_children(tx, entry.id)? {
+        return Err(MetaError::DirectoryNotEmpty);
+    }
+    let now = now_ns();
+    let count = delete_subtree(tx, entry.id, now)?;
+    touch(tx, parent, now)?;
+    Ok(count)
+}
+
+/// Changes the given attributes of entry `id` (see
+/// [`crate::meta::MetaStore::set_attrs`]).
+pub(super) fn set_attrs_in(
+    tx: &Transaction<'_>,
+    user: UserId,
+    id: EntryId,
+    attrs: &AttrChange,
+) -> Result<Entry, MetaError> {
+    let entry = load_entry(tx, user, id.0)?;
+    tx.execute(
+        "UPDATE entries SET mode = COALESCE(?2, mode), mtime_ns = COALESCE(?3, mtime_ns),
+                            uid = COALESCE(?4, uid), gid = COALESCE(?5, gid),
+                            atime_ns = COALESCE(?6, atime_ns, mtime_ns), ctime_ns = ?7
+         WHERE id = ?1",
+        params![
+            entry.id,
+            attrs.mode.map(|m| m & 0o7777),
+            attrs.mtime_ns,
+            attrs.uid,
+            attrs.gid,
+            attrs.atime_ns,
+            attrs.ctime_ns.unwrap_or_else(now_ns)
+        ],
+    )?;
+    load_entry(tx, user, entry.id)
+}
