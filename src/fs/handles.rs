@@ -394,7 +394,7 @@ impl CubbyFs {
         };
         drop(handle);
         if let Some(id) = writer_of {
-            self.unstage_if_idle(id);
+            self.unstage_if_idle(self.staged_home(id));
         }
         result
     }

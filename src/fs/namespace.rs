@@ -352,6 +352,7 @@ impl CubbyFs {
         }
         self.call(self.remote.delete_id(source.id, false))?;
         self.committed_versions.insert(target.id, done.version);
+        self.staged_moves_over(source.id, target.id, done.version)?;
         lock(&self.aliases).insert(self.ino_of(source.id), target.id);
         lock(&self.cached_version).remove(&target.id);
         self.forget(target.id, target.parent_id);
@@ -363,6 +364,39 @@ impl CubbyFs {
             version = done.version,
             "saved over"
         );
+        Ok(())
+    }
+
+    /// After a save over `target`, a writer still open on `source` writes the file the
+    /// name holds now (rustc renames its dep graph before its last writes, then closes
+    /// it): the source's staged copy becomes the target's, based on the version the
+    /// save made, so what it writes next is that file's next version, not a conflicted
+    /// copy of a file gone. A staged copy nobody holds any more is dropped.
+    fn staged_moves_over(&self, source: u64, target: u64, version: u64) -> FsResult<()> {
+        let mut map = lock(&self.staged);
+        let Some(staged) = map.remove(&source) else {
+            return Ok(());
+        };
+        if Arc::strong_count(&staged) == 1 && !staged.lock().pending() {
+            staged.discard(&self.spares);
+            return Ok(());
+        }
+        {
+            let mut state = staged.lock();
+            state.target_id = target;
+            state.base_version = version;
+            if state.pending() {
+                staged.record_pending(&state, false)?;
+            }
+        }
+        // The target's own copy was committed before the save; handles still open on
+        // it keep it, based on the version before, as for any stale writer.
+        if let Some(replaced) = map.insert(target, staged)
+            && Arc::strong_count(&replaced) == 1
+            && !replaced.lock().pending()
+        {
+            replaced.discard(&self.spares);
+        }
         Ok(())
     }
 

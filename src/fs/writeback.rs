@@ -60,8 +60,19 @@ impl CubbyFs {
         staged.mark_closed(&mut state);
         staged.record_pending(&state, false)?;
         drop(state);
-        self.sync.queue_upload(self.journal.canonical(id));
+        self.sync.queue_upload(self.staged_home(id));
         Ok(())
+    }
+
+    /// The id file `id`'s staged copy is kept under: its own, or the file's it was
+    /// saved over while open (see `staged_moves_over`).
+    pub(super) fn staged_home(&self, id: u64) -> u64 {
+        let id = self.journal.canonical(id);
+        if lock(&self.staged).contains_key(&id) {
+            return id;
+        }
+        let ino = self.ino_of(id);
+        lock(&self.aliases).get(&ino).copied().unwrap_or(id)
     }
 
     /// Drops a staged copy nobody has open and nothing needs committing.
