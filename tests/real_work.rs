@@ -136,7 +136,8 @@ fn rsync_a_keeps_content_modes_times_and_links() {
         now = differences(&expected, &snapshot(&copy));
     }
     assert!(now.is_empty(), "on the mount:\n{}", now.join("\n"));
-    wait_synced(mount.path(), Duration::from_secs(60));
+    let sent = wait_synced(mount.path(), Duration::from_secs(60));
+    assert_eq!(sent["conflicts"], serde_json::json!([]), "{sent}");
     mount.restart();
     let synced = differences(&expected, &snapshot(&mount.path().join("copy")));
     assert!(synced.is_empty(), "on the server:\n{}", synced.join("\n"));
@@ -509,5 +510,6 @@ fn git_init_commit_clone_fsck_and_status_on_the_mount() {
         fs::read(root.join("copy/src/words.rs")).unwrap(),
         fs::read(root.join("repo/src/words.rs")).unwrap()
     );
-    wait_synced(root, Duration::from_secs(60));
+    let synced = wait_synced(root, Duration::from_secs(60));
+    assert_eq!(synced["conflicts"], serde_json::json!([]), "{synced}");
 }
