@@ -9,7 +9,8 @@
 #
 # Prints the untar's time, the time until everything was sent with the rate in files a
 # second, both processes' memory and CPU, and compares the tree on the mount with the
-# source. Exits non-zero when anything differs.
+# source. Exits non-zero when anything differs. SERVER_LOG is the server's RUST_LOG (warn);
+# KEEP=1 keeps the work directory (its server.log) under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -26,7 +27,7 @@ cleanup() {
   [ -n "$mount_pid" ] && kill "$mount_pid"
   [ -n "$server_pid" ] && kill "$server_pid"
   wait
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -45,7 +46,7 @@ tar cf "$work/small.tar" -C "$work" small
 
 "$bin/cubby-server" user add bench --password bench-pw --data "$work/data" >/dev/null
 start_server() {
-  RUST_LOG=warn "$bin/cubby-server" serve --data "$work/data" --listen "${1:-127.0.0.1:0}" \
+  RUST_LOG=${SERVER_LOG:-warn} "$bin/cubby-server" serve --data "$work/data" --listen "${1:-127.0.0.1:0}" \
     >"$work/server.out" 2>>"$work/server.log" &
   server_pid=$!
   for _ in $(seq 200); do grep -q "listening on" "$work/server.out" 2>/dev/null && break; sleep 0.05; done

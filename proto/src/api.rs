@@ -501,6 +501,42 @@ pub struct BatchResponse {
 /// Most items in one batch.
 pub const MAX_BATCH_ITEMS: usize = 512;
 
+/// One file of `POST /upload/batch` (the `item` part; the file's bytes are the `file`
+/// part after it): its next version on `base_version`, with `attrs` set after the
+/// commit in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadBatchItem {
+    pub file_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attrs: Option<AttrsRequest>,
+}
+
+/// What became of one file of `POST /upload/batch`: the entry it left, or the error
+/// its own `POST /upload` would have answered (a stale base is `409` with
+/// `current_version`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadBatchResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ErrorBody>,
+}
+
+/// The answer of `POST /upload/batch`: one result per file, in order. Each file is
+/// committed or refused on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadBatchResponse {
+    pub results: Vec<UploadBatchResult>,
+}
+
+/// Most files in one `POST /upload/batch`; each is at most one chunk
+/// ([`crate::chunking::MIN_CHUNK`] bytes).
+pub const MAX_UPLOAD_BATCH_FILES: usize = 256;
+
 // The change feed.
 
 /// One change to a user's tree, as `GET /changes` reports it. Any change to an entry

@@ -167,3 +167,99 @@ async fn the_change_feed_reports_every_item_of_a_batch() {
     assert!(changed.contains(&(made[0].id, "d")), "{changed:?}");
     assert!(changed.contains(&(made[1].id, "f")), "{changed:?}");
 }
+
+/// A multipart body of `POST /upload/batch`: each item, then its bytes.
+fn upload_batch_form(files: Vec<(serde_json::Value, Vec<u8>)>) -> reqwest::multipart::Form {
+    let mut form = reqwest::multipart::Form::new();
+    for (item, data) in files {
+        form = form
+            .text("item", item.to_string())
+            .part("file", reqwest::multipart::Part::bytes(data));
+    }
+    form
+}
+
+#[tokio::test]
+async fn an_upload_batch_commits_each_file_or_refuses_it_alone() {
+    let server = TestServer::start();
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let a = alice.upload("/a", b"old a", None).await;
+    let b = alice.upload("/b", b"old b", None).await;
+    let c = alice.upload("/c", b"old c", None).await;
+    let bobs = bob.upload("/mine", b"bob's", None).await;
+    let form = upload_batch_form(vec![
+        (
+            json!({"file_id": a.file_id, "base_version": a.version, "attrs": {"mode": 0o600, "mtime_ns": 7_000}}),
+            b"new a".to_vec(),
+        ),
+        // A stale base: refused, the others go on.
+        (
+            json!({"file_id": b.file_id, "base_version": b.version + 5}),
+            b"new b".to_vec(),
+        ),
+        // Another user's file answers as a file that does not exist.
+        (json!({"file_id": bobs.file_id}), b"stolen".to_vec()),
+        (
+            json!({"file_id": c.file_id, "base_version": c.version}),
+            Vec::new(),
+        ),
+    ]);
+    let response = alice
+        .post("/upload/batch")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: cubby_proto::api::UploadBatchResponse = response.json().await.unwrap();
+    assert_eq!(answer.results.len(), 4);
+    let first = answer.results[0].entry.as_ref().expect("a committed");
+    assert_eq!(
+        (first.version, first.size, first.mode, first.mtime_ns),
+        (a.version + 1, 5, 0o600, 7_000)
+    );
+    assert_eq!(alice.download(a.file_id).await, b"new a");
+    let stale = &answer.results[1];
+    assert_eq!(stale.status, Some(409));
+    let body = stale.error.as_ref().unwrap();
+    assert_eq!(
+        (body.error.code, body.current_version),
+        (ErrorCode::VersionConflict, Some(b.version))
+    );
+    assert_eq!(alice.download(b.file_id).await, b"old b");
+    assert_eq!(answer.results[2].status, Some(404));
+    assert_eq!(bob.download(bobs.file_id).await, b"bob's");
+    let emptied = answer.results[3].entry.as_ref().expect("c committed");
+    assert_eq!((emptied.size, emptied.version), (0, c.version + 1));
+
+    // A file past one chunk, an item without its file, or no file at all: refused whole.
+    let big = vec![7u8; cubby_proto::chunking::MIN_CHUNK as usize + 1];
+    let malformed = [
+        upload_batch_form(vec![(json!({"file_id": a.file_id}), big)]),
+        reqwest::multipart::Form::new().text("item", json!({"file_id": a.file_id}).to_string()),
+        reqwest::multipart::Form::new(),
+        reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(b"x".to_vec())),
+    ];
+    for form in malformed {
+        let response = alice
+            .post("/upload/batch")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, StatusCode::BAD_REQUEST, ErrorCode::BadRequest).await;
+    }
+    assert_eq!(alice.download(a.file_id).await, b"new a");
+    let unauthenticated = reqwest::Client::new()
+        .post(alice.url("/upload/batch"))
+        .multipart(upload_batch_form(vec![(
+            json!({"file_id": a.file_id}),
+            b"x".to_vec(),
+        )]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+}

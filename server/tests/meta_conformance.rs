@@ -1424,6 +1424,67 @@ async fn batches(store: Arc<dyn MetaStore>) {
         .unwrap();
     assert_eq!(gone.done[0].deleted, Some(1));
     assert!(matches!(gone.stopped, Some((1, MetaError::NotFound))));
+
+    // Commits in a batch: each committed or refused on its own, attributes set after.
+    let p = store
+        .commit(alice, commit("/p", None, b"p1"), all())
+        .await
+        .unwrap();
+    let q = store
+        .commit(alice, commit("/q", None, b"q1"), all())
+        .await
+        .unwrap();
+    let results = store
+        .commit_batch(
+            alice,
+            vec![
+                (
+                    commit("/p", Some(p.version), b"p2"),
+                    AttrChange {
+                        mode: Some(0o640),
+                        mtime_ns: Some(9_000),
+                        ..AttrChange::default()
+                    },
+                ),
+                (
+                    commit("/q", Some(q.version + 3), b"q2"),
+                    AttrChange::default(),
+                ),
+            ],
+            all(),
+        )
+        .await
+        .unwrap();
+    let p2 = results[0].as_ref().unwrap();
+    assert_eq!(
+        (p2.version, p2.size, p2.mode, p2.mtime_ns),
+        (p.version + 1, 2, 0o640, 9_000)
+    );
+    assert!(matches!(
+        results[1],
+        Err(MetaError::VersionConflict { current }) if current == q.version
+    ));
+    assert_eq!(store.entry(alice, EntryId(q.id)).await.unwrap(), q);
+    let theirs = store
+        .commit_batch(
+            bob,
+            vec![(
+                CommitRequest {
+                    location: Location::Entry(EntryId(p.id)),
+                    ..commit("/p", Some(p2.version), b"x")
+                },
+                AttrChange::default(),
+            )],
+            all(),
+        )
+        .await
+        .unwrap();
+    // Alice's file id is not found for Bob, and stays as it was.
+    assert!(matches!(theirs[0], Err(MetaError::NotFound)));
+    assert_eq!(
+        store.entry(alice, EntryId(p.id)).await.unwrap().version,
+        p2.version
+    );
 }
 
 macro_rules! conformance {

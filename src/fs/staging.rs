@@ -250,8 +250,9 @@ pub struct Staged {
     log: Arc<PendingLog>,
     pub file: File,
     pub state: Mutex<StagedState>,
-    /// Held by one commit at a time, for as long as it takes.
-    pub committing: Mutex<()>,
+    /// Held by one commit at a time, for as long as it takes (a batch of commits holds
+    /// it through guards of their own, not through the staged copy).
+    pub committing: Arc<parking_lot::Mutex<()>>,
     /// Writes hold it shared; a commit holds it alone for an instant (see the module
     /// docs).
     gate: RwLock<()>,
@@ -304,7 +305,7 @@ impl Staged {
             log: Arc::clone(log),
             path,
             file,
-            committing: Mutex::default(),
+            committing: Arc::default(),
             gate: RwLock::default(),
             generation: AtomicU64::new(0),
             state: Mutex::new(StagedState {
@@ -421,7 +422,7 @@ impl Staged {
             log: Arc::clone(log),
             path: pending.data,
             file,
-            committing: Mutex::default(),
+            committing: Arc::default(),
             gate: RwLock::default(),
             generation: AtomicU64::new(0),
             state: Mutex::new(StagedState {

@@ -69,8 +69,9 @@ pub struct SyncState {
     /// Whether the change feed is followed now: while it is, what the mount cached is
     /// kept until a change says otherwise (see [`super::CacheExpiry`]).
     pub(super) feed_live: Arc<std::sync::atomic::AtomicBool>,
-    /// The server answered a batch as an unknown route: changes replay one at a time.
-    no_batches: std::sync::atomic::AtomicBool,
+    /// The server answered a batch as an unknown route: changes replay, and files
+    /// upload, one at a time.
+    pub(super) no_batches: std::sync::atomic::AtomicBool,
 }
 
 /// How long a change this mount made is taken to be the cause of feed entries about it.
@@ -185,6 +186,16 @@ impl SyncState {
         }
         drop(uploads);
         self.kick();
+    }
+
+    /// Puts `ids` back at the head of the upload queue, in their order (each once).
+    fn requeue_first(&self, ids: Vec<u64>) {
+        let mut uploads = lock(&self.uploads);
+        for id in ids.into_iter().rev() {
+            if !uploads.contains(&id) {
+                uploads.push_front(id);
+            }
+        }
     }
 
     /// File `id` no longer needs uploading.
@@ -422,6 +433,7 @@ impl CubbyFs {
             Ok(replayed) => replayed,
             Err(_) => return Err(()),
         };
+        worked |= self.upload_batches()?;
         // Each queued file once per pass: one that keeps failing waits its turn again
         // behind the others instead of holding them up. Several files go at once (each
         // file's commits are one at a time by its own lock): a small file's upload is a
@@ -466,6 +478,50 @@ impl CubbyFs {
         } else {
             Ok(worked)
         }
+    }
+
+    /// Sends the small files of the queue in batches; what a batch does not take stays
+    /// first in the queue, for the uploads of one file. `Ok(true)` when it sent
+    /// something.
+    fn upload_batches(&self) -> Result<bool, ()> {
+        if self.sync.no_batches.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let mut worked = false;
+        let mut one_by_one = Vec::new();
+        let queued = lock(&self.sync.uploads).len();
+        let mut offered = 0;
+        while offered < queued {
+            let ids: Vec<u64> = {
+                let mut uploads = lock(&self.sync.uploads);
+                let count = uploads
+                    .len()
+                    .min(super::writeback::BATCH_FILES)
+                    .min(queued - offered);
+                uploads.drain(..count).collect()
+            };
+            if ids.is_empty() {
+                break;
+            }
+            offered += ids.len();
+            match self.upload_batch(&ids) {
+                Ok(outcome) => {
+                    worked |= outcome.done > 0;
+                    one_by_one.extend(outcome.one_by_one);
+                }
+                Err(error) => {
+                    if !matches!(error, FsError::Offline) {
+                        tracing::warn!(%error, "a batch of uploads failed; will retry");
+                        self.sync.note_error(error.to_string());
+                    }
+                    one_by_one.extend(ids);
+                    self.sync.requeue_first(one_by_one);
+                    return Err(());
+                }
+            }
+        }
+        self.sync.requeue_first(one_by_one);
+        Ok(worked)
     }
 
     /// Replays the journal in order (one replayer at a time: the sync worker, or an

@@ -16,13 +16,16 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use cubby_proto::api::AttrsRequest;
+use cubby_proto::api::{AttrsRequest, Entry};
 use cubby_proto::{ContentHash, ErrorCode, chunking};
 
 use super::staging::{self, Snapshot, Staged};
 use super::{CubbyFs, FsError, FsResult, is_local, lock};
 use crate::conflict::conflicted_names;
 use crate::transfer::{self, Target};
+
+mod batch;
+pub(super) use batch::BATCH_FILES;
 
 /// Which state of a staged file a commit sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +113,7 @@ impl CubbyFs {
         staged: &Staged,
         point: CommitPoint,
     ) -> FsResult<()> {
-        let _one_at_a_time = lock(&staged.committing);
+        let _one_at_a_time = staged.committing.lock();
         let mut snapshot = None;
         let mut reads = 0;
         loop {
@@ -168,49 +171,66 @@ impl CubbyFs {
                 return Ok(());
             };
             target_id = report.file_id;
-            // Under the state lock, as before a commit's end is visible: whoever finds
-            // the file clean finds the caches knowing the version it became.
-            let mut state = staged.lock();
-            let clean = staged.generation() == sending.generation;
-            let modified = if clean {
-                state.modified_ns
-            } else {
-                sending.modified_ns
-            };
-            self.committed(id, staged, &report, modified);
-            state.target_id = report.file_id;
-            state.base_version = report.version;
-            if clean {
-                state.dirty = false;
-                state.modified_ns = None;
-            }
-            if state.pending() {
-                // A restart now bases what is left on the version just made.
-                staged.record_pending(&state, false)?;
-            }
-            drop(state);
-            if report.file_id != sending.target_id {
-                // A conflicted copy: the name holds another client's version, not the
-                // one this mount and its kernel answered with while the change waited.
-                self.entries.invalidate(&sending.target_id);
-                if let Some(kernel) = self.kernel.get() {
-                    kernel.forget_attributes_now(self.ino_of(id));
-                }
-            }
+            self.content_committed(id, staged, &sending, &report)?;
         }
         if !sending.attrs.is_empty() {
-            let pending = &sending.attrs;
-            let attrs = AttrsRequest {
-                mode: pending.mode,
-                uid: pending.uid,
-                gid: pending.gid,
-                mtime_ns: pending.mtime_ns,
-                atime_ns: pending.atime_ns,
-            };
+            let attrs = attrs_request(&sending.attrs);
             let updated = self.call(self.remote.set_attrs(target_id, &attrs))?;
-            self.placed(&updated);
-            staged.lock().attrs.sent(pending);
+            self.attrs_committed(staged, &sending, &updated);
         }
+        self.commit_finished(id, staged)
+    }
+
+    /// The server committed `report`, the content `sending` read of `staged` (file
+    /// `id`): the file is clean unless written since, and the caches know the version.
+    fn content_committed(
+        &self,
+        id: u64,
+        staged: &Staged,
+        sending: &Sending,
+        report: &transfer::UploadReport,
+    ) -> FsResult<()> {
+        // Under the state lock, as before a commit's end is visible: whoever finds
+        // the file clean finds the caches knowing the version it became.
+        let mut state = staged.lock();
+        let clean = staged.generation() == sending.generation;
+        let modified = if clean {
+            state.modified_ns
+        } else {
+            sending.modified_ns
+        };
+        self.committed(id, staged, report, modified);
+        state.target_id = report.file_id;
+        state.base_version = report.version;
+        if clean {
+            state.dirty = false;
+            state.modified_ns = None;
+        }
+        if state.pending() {
+            // A restart now bases what is left on the version just made.
+            staged.record_pending(&state, false)?;
+        }
+        drop(state);
+        if report.file_id != sending.target_id {
+            // A conflicted copy: the name holds another client's version, not the
+            // one this mount and its kernel answered with while the change waited.
+            self.entries.invalidate(&sending.target_id);
+            if let Some(kernel) = self.kernel.get() {
+                kernel.forget_attributes_now(self.ino_of(id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The server set the attributes `sending` carried: `updated` is the entry now.
+    fn attrs_committed(&self, staged: &Staged, sending: &Sending, updated: &Entry) {
+        self.placed(updated);
+        staged.lock().attrs.sent(&sending.attrs);
+    }
+
+    /// The end of a commit of `staged` (file `id`): what changed meanwhile is recorded
+    /// and queued, or nothing waits any more.
+    fn commit_finished(&self, id: u64, staged: &Staged) -> FsResult<()> {
         let state = staged.lock();
         if state.pending() {
             // Changed meanwhile: the record holds the new base, and what waits is sent
@@ -462,5 +482,16 @@ impl CubbyFs {
             }
         }
         Err(FsError::Io("no free name for a conflicted copy".into()))
+    }
+}
+
+/// The request that sets attributes waiting with a file's content.
+fn attrs_request(pending: &staging::PendingAttrs) -> AttrsRequest {
+    AttrsRequest {
+        mode: pending.mode,
+        uid: pending.uid,
+        gid: pending.gid,
+        mtime_ns: pending.mtime_ns,
+        atime_ns: pending.atime_ns,
     }
 }

@@ -451,6 +451,27 @@ impl Remote {
         .await
     }
 
+    /// `POST /upload/batch`: new versions of small files (each at most one chunk), in
+    /// one request; a result per file, in order.
+    pub async fn upload_batch(
+        &self,
+        files: Vec<(cubby_proto::api::UploadBatchItem, Vec<u8>)>,
+    ) -> Result<cubby_proto::api::UploadBatchResponse, RemoteError> {
+        let mut form = reqwest::multipart::Form::new();
+        for (item, data) in files {
+            let described = serde_json::to_string(&item)
+                .map_err(|e| RemoteError::Protocol(format!("upload batch item: {e}")))?;
+            form = form
+                .text("item", described)
+                .part("file", reqwest::multipart::Part::bytes(data));
+        }
+        self.call(
+            self.request(reqwest::Method::POST, "/upload/batch")
+                .multipart(form),
+        )
+        .await
+    }
+
     /// `GET /file/{id}/chunks`.
     pub async fn manifest(
         &self,

@@ -5,10 +5,10 @@
 
 use axum::Json;
 use axum::extract::State;
+use cubby_proto::Name;
 use cubby_proto::api::{
     BatchOp, BatchRef, BatchRequest, BatchResponse, BatchStop, MAX_BATCH_ITEMS,
 };
-use cubby_proto::{ErrorBody, ErrorDetail, Name};
 
 use super::ApiJson;
 use crate::AppState;
@@ -75,13 +75,7 @@ fn stop(index: usize, error: ApiError) -> BatchStop {
     BatchStop {
         index,
         status: error.status.as_u16(),
-        error: ErrorBody {
-            error: ErrorDetail {
-                code: error.code,
-                message: error.message,
-            },
-            current_version: error.current_version,
-        },
+        error: error.into_body(),
     }
 }
 

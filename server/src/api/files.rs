@@ -22,7 +22,7 @@ use crate::meta::{CommitRequest, EntryId, Location, NewContent};
 /// Chunks fetched ahead of the one being sent.
 const DOWNLOAD_READ_AHEAD: usize = 2;
 
-fn too_large() -> ApiError {
+pub(super) fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::PayloadTooLarge,
@@ -30,7 +30,7 @@ fn too_large() -> ApiError {
     )
 }
 
-fn multipart_error(error: MultipartError) -> ApiError {
+pub(super) fn multipart_error(error: MultipartError) -> ApiError {
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large()
     } else {
@@ -38,7 +38,7 @@ fn multipart_error(error: MultipartError) -> ApiError {
     }
 }
 
-async fn text_field(field: Field<'_>) -> Result<String, ApiError> {
+pub(super) async fn text_field(field: Field<'_>) -> Result<String, ApiError> {
     field.text().await.map_err(multipart_error)
 }
 

@@ -15,6 +15,7 @@ mod history;
 mod idempotency;
 pub mod range;
 mod tree;
+mod upload_batch;
 mod xattrs;
 
 use axum::Router;
@@ -32,6 +33,10 @@ use crate::error::ApiError;
 
 /// Room for the chunk list of the largest file (about 100 bytes of JSON per chunk).
 const BEGIN_BODY_LIMIT: usize = 16 << 20;
+
+/// Room for the largest batch of small files: each at most one chunk, with its item.
+const UPLOAD_BATCH_BODY_LIMIT: usize =
+    cubby_proto::api::MAX_UPLOAD_BATCH_FILES * (cubby_proto::chunking::MIN_CHUNK as usize + 1024);
 
 /// Room for the largest batch of namespace changes (about 200 bytes of JSON per item).
 const BATCH_BODY_LIMIT: usize = 1 << 20;
@@ -55,6 +60,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/upload",
             post(files::upload).layer(DefaultBodyLimit::max(max_upload)),
+        )
+        .route(
+            "/upload/batch",
+            post(upload_batch::upload_batch).layer(DefaultBodyLimit::max(
+                max_upload.min(UPLOAD_BATCH_BODY_LIMIT),
+            )),
         )
         .route("/download", get(files::download))
         .route(

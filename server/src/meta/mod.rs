@@ -397,6 +397,17 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         items: Vec<BatchChangeItem>,
     ) -> Result<BatchOutcome, MetaError>;
 
+    /// Commits each of `items` in one transaction, each as [`MetaStore::commit`] would,
+    /// with its attributes set after it (when it sets any). Each is committed or refused
+    /// on its own: a refused one (a stale base, a file gone) leaves nothing of itself and
+    /// does not stop the others. A backend failure commits nothing.
+    async fn commit_batch(
+        &self,
+        user: UserId,
+        items: Vec<(CommitRequest, AttrChange)>,
+        presence: std::sync::Arc<dyn ChunkPresence>,
+    ) -> Result<Vec<Result<Entry, MetaError>>, MetaError>;
+
     /// Changes the given attributes of an entry; the others stay.
     async fn set_attrs(
         &self,

@@ -692,6 +692,16 @@ impl MetaStore for SqliteMetaStore {
             .await
     }
 
+    async fn commit_batch(
+        &self,
+        user: UserId,
+        items: Vec<(CommitRequest, AttrChange)>,
+        presence: Arc<dyn ChunkPresence>,
+    ) -> Result<Vec<Result<Entry, MetaError>>, MetaError> {
+        self.write(move |tx| batch::commit_all(tx, user, items, presence.as_ref()))
+            .await
+    }
+
     async fn set_attrs(
         &self,
         user: UserId,

@@ -197,6 +197,32 @@ fn apply_one(
     })
 }
 
+/// Commits `items` in order, each behind a savepoint (see
+/// [`crate::meta::MetaStore::commit_batch`]).
+pub(super) fn commit_all(
+    tx: &Transaction<'_>,
+    user: UserId,
+    items: Vec<(CommitRequest, AttrChange)>,
+    presence: &dyn ChunkPresence,
+) -> Result<Vec<Result<Entry, MetaError>>, MetaError> {
+    let mut results = Vec::with_capacity(items.len());
+    for (request, attrs) in items {
+        tx.execute_batch("SAVEPOINT batch_commit")?;
+        match commit_in(tx, user, request, presence).and_then(|e| with_attrs(tx, user, e, &attrs)) {
+            Ok(entry) => {
+                tx.execute_batch("RELEASE batch_commit")?;
+                results.push(Ok(entry));
+            }
+            Err(error @ MetaError::Backend(_)) => return Err(error),
+            Err(refused) => {
+                tx.execute_batch("ROLLBACK TO batch_commit; RELEASE batch_commit")?;
+                results.push(Err(refused));
+            }
+        }
+    }
+    Ok(results)
+}
+
 /// `entry` with `attrs` set, when they set anything.
 fn with_attrs(
     tx: &Transaction<'_>,
