@@ -152,14 +152,7 @@ fn change(index: usize, op: BatchOp) -> Result<Result<BatchChange, ApiError>, Ap
         BatchOp::Delete { id } => Ok(BatchChange::Delete { id: reference(id)? }),
         BatchOp::Attrs { id, attrs } => Ok(BatchChange::SetAttrs {
             id: reference(id)?,
-            attrs: AttrChange {
-                mode: attrs.mode.map(|m| m & 0o7777),
-                mtime_ns: attrs.mtime_ns,
-                atime_ns: attrs.atime_ns,
-                uid: attrs.uid,
-                gid: attrs.gid,
-                ctime_ns: None,
-            },
+            attrs: AttrChange::from(&attrs),
         }),
     })
 }

@@ -103,15 +103,11 @@ pub async fn upload_batch(
                 device: device.clone(),
                 upload_id: None,
             };
-            let attrs = item.attrs.clone().unwrap_or_default();
-            let attrs = AttrChange {
-                mode: attrs.mode.map(|m| m & 0o7777),
-                mtime_ns: attrs.mtime_ns,
-                atime_ns: attrs.atime_ns,
-                uid: attrs.uid,
-                gid: attrs.gid,
-                ctime_ns: None,
-            };
+            let attrs = item
+                .attrs
+                .as_ref()
+                .map(AttrChange::from)
+                .unwrap_or_default();
             (request, attrs)
         })
         .collect();

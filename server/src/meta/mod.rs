@@ -85,6 +85,20 @@ pub struct AttrChange {
     pub ctime_ns: Option<i64>,
 }
 
+impl From<&cubby_proto::api::AttrsRequest> for AttrChange {
+    /// A client's attribute change: permission bits only, the change time the server's.
+    fn from(attrs: &cubby_proto::api::AttrsRequest) -> Self {
+        Self {
+            mode: attrs.mode.map(|m| m & 0o7777),
+            mtime_ns: attrs.mtime_ns,
+            atime_ns: attrs.atime_ns,
+            uid: attrs.uid,
+            gid: attrs.gid,
+            ctime_ns: None,
+        }
+    }
+}
+
 /// How `set_xattr` treats an existing attribute (setxattr's flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
